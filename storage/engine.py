@@ -1,0 +1,51 @@
+"""Engines for the store: SQLite (default, tuned with pragmas) or PostgreSQL."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+
+DEFAULT_URL = "sqlite:///pulse.db"
+
+
+def normalise_url(url: str) -> str:
+    """The URL with the psycopg 3 driver named for PostgreSQL (`postgresql://` → `+psycopg`)."""
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url[len("postgres://"):]
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url[len("postgresql://"):]
+    return url
+
+
+def make_engine(url: str = DEFAULT_URL) -> Engine:
+    """An Engine for `url`; SQLite connections get WAL, synchronous=NORMAL, mmap and a large cache."""
+    url = normalise_url(url)
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": 60})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+def _sqlite_pragmas(dbapi_conn, _record) -> None:  # noqa: ANN001 - DB-API connection
+    cur = dbapi_conn.cursor()
+    for pragma in (
+        "PRAGMA journal_mode=WAL",
+        "PRAGMA synchronous=NORMAL",
+        "PRAGMA foreign_keys=ON",
+        "PRAGMA mmap_size=1073741824",
+        "PRAGMA cache_size=-262144",
+        "PRAGMA temp_store=MEMORY",
+        "PRAGMA busy_timeout=60000",
+    ):
+        cur.execute(pragma)
+    cur.close()
+
+
+def is_sqlite(engine: Engine) -> bool:
+    return engine.dialect.name == "sqlite"
