@@ -196,6 +196,104 @@ def _run_refresh(ctx: Context) -> None:
         click.echo(line)
 
 
+# --- running -----------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Console mode: folder for chart PNGs (default: output.dir setting).")
+@pass_ctx
+def run(ctx: Context, out: str | None) -> None:
+    """Run Retail Pulse: the Slack bot, or the terminal console when Slack is not set up.
+
+    \b
+    SLACK_APP_TOKEN set                          → Socket Mode
+    SLACK_BOT_TOKEN + SLACK_SIGNING_SECRET set   → HTTP on slack.host:slack.port (/slack/events)
+    neither                                      → the console
+    On first run with an empty store, the bundled Olist sample is loaded.
+    """
+    _ensure_data(ctx)
+    from bot.server import run as run_slack
+
+    if run_slack(ctx.settings, ctx.engine):
+        return
+    click.echo("Slack is not connected (set SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET, or "
+               "SLACK_APP_TOKEN for Socket Mode — see README, “Connect to Slack”). "
+               "Opening the terminal console.")
+    _console_loop(ctx, out)
+
+
+def _ensure_data(ctx: Context) -> None:
+    """Load the bundled sample into an empty store, so a fresh install has answers."""
+    from storage.schema import orders
+
+    with ctx.engine.connect() as conn:
+        has_orders = conn.execute(select(orders.c.order_id).limit(1)).first() is not None
+    if has_orders:
+        return
+    from storage.sample_data import sample_dir
+
+    click.echo(f"First run: loading the bundled Olist sample from {sample_dir()} …")
+    ctx_invoke_load(ctx, str(sample_dir()), "olist")
+
+
+# --- asking -----------------------------------------------------------------------------
+
+
+def _router(ctx: Context):
+    from bot.router import Router
+
+    return Router(ctx.engine, ctx.settings)
+
+
+@cli.command()
+@click.argument("text", nargs=-1, required=True)
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              help="text for people, json for scripts (figures, tables as records, chart paths).")
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Folder for chart PNGs and CSV exports (default: output.dir setting).")
+@pass_ctx
+def ask(ctx: Context, text: tuple[str, ...], fmt: str, out: str | None) -> None:
+    """Answer one command, exactly as Slack would: pulse ask "/churn-risk SP top 10"."""
+    from bot.console import render_json, render_text, save_charts
+
+    answer = _router(ctx).handle(" ".join(text))
+    paths = save_charts(answer, out or ctx.settings.output_dir)
+    click.echo(render_json(answer, paths) if fmt == "json" else render_text(answer, paths))
+    if answer.is_error:
+        sys.exit(1)
+
+
+@cli.command()
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Folder for chart PNGs and CSV exports (default: output.dir setting).")
+@pass_ctx
+def console(ctx: Context, out: str | None) -> None:
+    """An interactive console that takes the Slack command texts (/help, /segments, …)."""
+    _console_loop(ctx, out)
+
+
+def _console_loop(ctx: Context, out: str | None) -> None:
+    from bot.console import render_text, save_charts
+
+    router = _router(ctx)
+    click.echo("Retail Pulse console — type a command such as /kpis or /segments SP; "
+               "/help lists them; quit with Ctrl-D or `exit`.")
+    while True:
+        try:
+            line = input("pulse> ").strip()
+        except (EOFError, KeyboardInterrupt):
+            click.echo("")
+            return
+        if line.lower() in {"exit", "quit", ":q"}:
+            return
+        if not line:
+            continue
+        answer = router.handle(line)
+        paths = save_charts(answer, out or ctx.settings.output_dir)
+        click.echo(render_text(answer, paths) + "\n")
+
+
 @cli.group()
 def db() -> None:
     """Inspect the store."""
