@@ -26,6 +26,26 @@ class Table:
     title: str
     frame: pd.DataFrame
     note: str | None = None
+    # column -> "pct" | "money" | "int" | "num" | "date": how renderers show raw values
+    formats: dict[str, str] = field(default_factory=dict)
+
+    def display_frame(self, currency: str = "R$") -> pd.DataFrame:
+        """The frame with every formatted column turned into display strings."""
+        out = self.frame.copy()
+        for col, kind in self.formats.items():
+            if col not in out.columns:
+                continue
+            if kind == "pct":
+                out[col] = out[col].map(fmt_pct)
+            elif kind == "money":
+                out[col] = out[col].map(lambda v: fmt_money(v, currency))
+            elif kind == "int":
+                out[col] = out[col].map(fmt_int)
+            elif kind == "num":
+                out[col] = out[col].map(fmt_num)
+            elif kind == "date":
+                out[col] = out[col].map(_fmt_date)
+        return out
 
 
 @dataclass(frozen=True)
@@ -159,6 +179,14 @@ def fmt_pct(x: float | None, decimals: int = 1) -> str:
 
 def fmt_num(x: float | None, decimals: int = 2) -> str:
     return "–" if x is None or _isnan(x) else f"{x:,.{decimals}f}"
+
+
+def _fmt_date(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NaT:
+        return "–"
+    if isinstance(value, dt.datetime | pd.Timestamp):
+        return value.strftime("%Y-%m-%d")
+    return str(value)
 
 
 def _isnan(x: Any) -> bool:

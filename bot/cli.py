@@ -186,14 +186,15 @@ def refresh(ctx: Context) -> None:
 
 
 def _run_refresh(ctx: Context) -> None:
-    try:
-        from analytics.refresh import refresh as run_refresh
-    except ImportError:
-        click.echo("refresh: the analytics package is not installed in this build.")
-        return
+    from analytics.refresh import refresh as run_refresh
+
     report = run_refresh(ctx.engine, as_of=ctx.settings.as_of_date(), seed=ctx.settings.seed)
-    for line in report.summary_lines():
-        click.echo(line)
+    click.echo(report.message)
+    click.echo(f"  as of {report.as_of.date}: {report.as_of.reason}")
+    stages = ", ".join(f"{k} {v:.1f} s" for k, v in report.timings.items())
+    click.echo(f"  stages: {stages}")
+    for name, err in report.scorer_errors.items():
+        click.echo(f"  {name}: {err}")
 
 
 # --- running -----------------------------------------------------------------------------
@@ -259,7 +260,7 @@ def ask(ctx: Context, text: tuple[str, ...], fmt: str, out: str | None) -> None:
 
     answer = _router(ctx).handle(" ".join(text))
     paths = save_charts(answer, out or ctx.settings.output_dir)
-    click.echo(render_json(answer, paths) if fmt == "json" else render_text(answer, paths))
+    click.echo(render_json(answer, paths) if fmt == "json" else render_text(answer, paths, currency=ctx.settings.currency))
     if answer.is_error:
         sys.exit(1)
 
@@ -291,7 +292,7 @@ def _console_loop(ctx: Context, out: str | None) -> None:
             continue
         answer = router.handle(line)
         paths = save_charts(answer, out or ctx.settings.output_dir)
-        click.echo(render_text(answer, paths) + "\n")
+        click.echo(render_text(answer, paths, currency=ctx.settings.currency) + "\n")
 
 
 @cli.group()
@@ -327,6 +328,15 @@ def db_info(ctx: Context) -> None:
         return
     asof = resolve_as_of(engine, fixed=ctx.settings.as_of_date())
     click.echo(f"as of: {asof.date} ({asof.reason})")
+
+
+# --- weekly digests: `pulse schedule list`, `pulse backfill`, `pulse digest` (bot/cli_digest.py)
+
+from bot.cli_digest import backfill, digest, schedule  # noqa: E402
+
+cli.add_command(schedule)
+cli.add_command(backfill)
+cli.add_command(digest)
 
 
 def main() -> None:

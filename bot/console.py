@@ -36,7 +36,8 @@ def _safe_name(name: str, suffix: str) -> str:
     return stem if stem.endswith(suffix) else stem + suffix
 
 
-def render_text(answer: Answer, paths: dict[str, str] | None = None, width: int = 100) -> str:
+def render_text(answer: Answer, paths: dict[str, str] | None = None, width: int = 100,
+                currency: str = "R$") -> str:
     """The answer as readable terminal text."""
     lines: list[str] = []
     title = answer.title if not answer.is_error else "⚠ " + answer.title
@@ -54,7 +55,7 @@ def render_text(answer: Answer, paths: dict[str, str] | None = None, width: int 
         lines += [f"  {f.label:<{label_w}}  {f.value}" for f in answer.figures]
     for table in answer.tables:
         lines += ["", table.title, "─" * min(len(table.title), width)]
-        frame = table.frame
+        frame = table.display_frame(currency)
         shown = frame.head(MAX_ROWS)
         lines.append(_frame_text(shown) if not shown.empty else "(no rows)")
         if len(frame) > len(shown):

@@ -1,7 +1,14 @@
 """Every command the router knows, in the order `/pulse-help` lists them."""
 
+from bot.commands import cohorts, delivery, finance, kpis, ltv, payments
 from bot.commands import help as help_command
 
 COMMANDS = [
+    kpis.COMMAND,
+    cohorts.COMMAND,
+    ltv.COMMAND,
+    delivery.COMMAND,
+    payments.COMMAND,
+    finance.COMMAND,
     help_command.COMMAND,
 ]
