@@ -1,0 +1,232 @@
+"""The refresh: features → RFM, clusters, tiers (+ churn/CLV scorers) → the score tables.
+
+`refresh` runs after every load and nightly. It computes everything first, then writes
+in ONE transaction, so readers never see features of one as-of date next to scores of
+another:
+- `customer_features`: all rows replaced;
+- `customer_scores`: all rows replaced (as_of, model_version, RFM, cluster, tier and the
+  scorers' columns);
+- `segment_snapshots`: the rows of the as-of date replaced (earlier dates are kept, for
+  segment migration);
+- `meta`: "as_of" (AsOf.to_dict()), "refreshed_at", "data_fingerprint" (compare with
+  `data_fingerprint(engine)` to skip work when the data has not changed), "refresh" (this
+  report) and "clusters" (k selection, cluster profiles and a sample of the 2-D
+  projection, for answers and charts without re-clustering).
+
+Scorers (churn, P(alive), CLV, …) plug in without changing this module: a scorer is a
+callable ``scorer(engine, features, scores, as_of) -> DataFrame`` that gets the features,
+the scores so far (each scorer sees the columns of the ones before it) and the as-of
+date, and returns `customer_id` (column or index) plus any of `SCORER_COLUMNS`. Its
+optional `version` attribute goes into the model version. A scorer that raises, or
+returns other columns, is reported in `RefreshReport.scorer_errors` and skipped; the
+rest of the refresh still completes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import Engine, func, select
+
+from analytics.asof import AsOf, resolve_as_of
+from analytics.clusters import ClusterResult, cluster_customers
+from analytics.features import build_features
+from analytics.rfm import rfm_scores
+from storage import schema
+from storage.loaders.bulk import BulkWriter
+from storage.store import set_meta
+
+MODEL_VERSION = "rp1"  # bump when the feature, RFM or cluster rules change
+SCORER_COLUMNS = ("churn_prob", "churn_source", "p_alive", "expected_purchases",
+                  "expected_spend", "clv", "value_at_risk", "risk_band")
+PROJECTION_SAMPLE = 2_000
+
+Scorer = Callable[[Engine, pd.DataFrame, pd.DataFrame, dt.date], pd.DataFrame]
+
+
+@dataclass(frozen=True, eq=False)
+class RefreshReport:
+    """What a refresh did: the as-of, counts, model facts and seconds per stage."""
+
+    as_of: AsOf
+    customers: int
+    model_version: str
+    segments: dict[str, int]  # customers per RFM segment
+    k: int  # behaviour clusters (0 when there is nobody to cluster)
+    knee_k: int | None
+    fallbacks: tuple[str, ...]  # RFM scoring fallbacks used
+    timings: dict[str, float]  # stage -> seconds
+    fingerprint: dict[str, Any]
+    scorer_errors: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def empty(self) -> bool:
+        return self.customers == 0
+
+    @property
+    def seconds(self) -> float:
+        return sum(self.timings.values())
+
+    @property
+    def message(self) -> str:
+        """One line for people."""
+        if self.empty:
+            return (f"No purchases on or before {self.as_of.date}: nothing to score "
+                    f"(tables cleared, as-of recorded).")
+        return (f"Scored {self.customers:,} customers as of {self.as_of.date} "
+                f"({len(self.segments)} RFM segments, {self.k} clusters) in {self.seconds:.1f} s.")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "as_of": self.as_of.to_dict(), "customers": self.customers,
+            "model_version": self.model_version, "segments": self.segments, "k": self.k,
+            "knee_k": self.knee_k, "fallbacks": list(self.fallbacks),
+            "timings": {k: round(v, 4) for k, v in self.timings.items()},
+            "fingerprint": self.fingerprint, "scorer_errors": self.scorer_errors,
+        }
+
+
+def data_fingerprint(engine: Engine) -> dict[str, Any]:
+    """Cheap summary of the canonical tables: row counts and the latest purchase time."""
+    with engine.connect() as conn:
+        out: dict[str, Any] = {
+            t.name: int(conn.execute(select(func.count()).select_from(t)).scalar())
+            for t in schema.CANONICAL_TABLES
+        }
+        last = conn.execute(select(func.max(schema.orders.c.purchased_at))).scalar()
+    out["last_purchased_at"] = None if last is None else pd.Timestamp(last).isoformat()
+    return out
+
+
+def refresh(
+    engine: Engine,
+    as_of: AsOf | dt.date | None = None,
+    seed: int = 42,
+    scorers: Sequence[Scorer] = (),
+    *,
+    k: int | None = None,
+) -> RefreshReport:
+    """Rebuild features and scores as of `as_of` (None: auto; a date: fixed) and store them."""
+    timings: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    def lap(stage: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        timings[stage] = now - clock
+        clock = now
+
+    if not isinstance(as_of, AsOf):
+        as_of = resolve_as_of(engine, fixed=as_of)
+    fingerprint = data_fingerprint(engine)
+    lap("as_of")
+
+    features = build_features(engine, as_of.date)
+    lap("features")
+    rfm = rfm_scores(features)
+    lap("rfm")
+    clusters = cluster_customers(features, seed=seed, k=k) if len(features) else None
+    lap("clusters")
+
+    scores = _scores_table(rfm, clusters)
+    errors: dict[str, str] = {}
+    versions = []
+    for scorer in scorers:
+        name = getattr(scorer, "__name__", type(scorer).__name__)
+        try:
+            scores = _merge_scorer(scores, scorer(engine, features, scores.copy(), as_of.date))
+            versions.append(str(getattr(scorer, "version", name)))
+        except Exception as exc:  # noqa: BLE001 - a failing scorer must not stop the refresh
+            errors[name] = f"{type(exc).__name__}: {exc}"
+        lap(f"scorer:{name}")
+
+    k_fitted = clusters.k if clusters else 0
+    model_version = "+".join([f"{MODEL_VERSION}-k{k_fitted}-s{seed}", *versions])[:64]
+    report = RefreshReport(
+        as_of=as_of, customers=len(features), model_version=model_version,
+        segments={s: int(n) for s, n in rfm["segment"].value_counts().items()},
+        k=k_fitted, knee_k=clusters.knee_k if clusters else None,
+        fallbacks=tuple(rfm.attrs.get("fallbacks", ())), timings=timings,
+        fingerprint=fingerprint, scorer_errors=errors,
+    )
+    _write(engine, as_of, features, scores, model_version, clusters, report, seed)
+    lap("write")
+    return report
+
+
+def _scores_table(rfm: pd.DataFrame, clusters: ClusterResult | None) -> pd.DataFrame:
+    table = rfm[["customer_id", "r_score", "f_score", "m_score", "segment"]]
+    if clusters is None:
+        return table.assign(cluster=pd.Series(dtype="int64"), cluster_name=pd.Series(dtype=object),
+                            tier=pd.Series(dtype=object))
+    return table.merge(clusters.assignments[["customer_id", "cluster", "cluster_name", "tier"]],
+                       on="customer_id", how="left")
+
+
+def _merge_scorer(scores: pd.DataFrame, extra: pd.DataFrame) -> pd.DataFrame:
+    if "customer_id" not in extra.columns:
+        extra = extra.rename_axis("customer_id").reset_index()
+    unknown = set(extra.columns) - {"customer_id", *SCORER_COLUMNS}
+    if unknown:
+        raise ValueError(f"returned columns not in customer_scores: {sorted(unknown)}")
+    if extra["customer_id"].duplicated().any():
+        raise ValueError("returned more than one row for a customer")
+    kept = scores.drop(columns=[c for c in extra.columns if c != "customer_id" and c in scores.columns])
+    return kept.merge(extra, on="customer_id", how="left")
+
+
+def _write(engine: Engine, as_of: AsOf, features: pd.DataFrame, scores: pd.DataFrame,
+           model_version: str, clusters: ClusterResult | None, report: RefreshReport,
+           seed: int) -> None:
+    day = as_of.date.isoformat()
+    feature_rows = features.assign(as_of=day)
+    score_rows = scores.assign(as_of=day, model_version=model_version)
+    score_rows = score_rows[[c.name for c in schema.customer_scores.columns if c.name in score_rows.columns]]
+    snapshot = scores[["customer_id", "segment"]].merge(
+        features[["customer_id", "revenue", "state", "region"]], on="customer_id", how="left"
+    ).assign(snapshot_date=day)
+    S = schema.segment_snapshots
+    with engine.begin() as conn:
+        writer = BulkWriter(conn)
+        conn.execute(schema.customer_features.delete())
+        writer.insert(schema.customer_features, feature_rows)
+        conn.execute(schema.customer_scores.delete())
+        writer.insert(schema.customer_scores, score_rows)
+        conn.execute(S.delete().where(S.c.snapshot_date == as_of.date))
+        writer.insert(S, snapshot)
+        set_meta(conn, "as_of", as_of.to_dict())
+        set_meta(conn, "refreshed_at", dt.datetime.now().isoformat(timespec="seconds"))
+        set_meta(conn, "data_fingerprint", report.fingerprint)
+        set_meta(conn, "refresh", report.to_dict())
+        set_meta(conn, "clusters", _cluster_summary(clusters, seed))
+
+
+def _cluster_summary(clusters: ClusterResult | None, seed: int) -> dict[str, Any] | None:
+    """Small JSON of the clustering: selection metrics, profiles, a projection sample."""
+    if clusters is None:
+        return None
+    proj = clusters.projection
+    if len(proj) > PROJECTION_SAMPLE:
+        take = np.sort(np.random.default_rng(seed).choice(len(proj), PROJECTION_SAMPLE, replace=False))
+        proj = proj.iloc[take]
+    return {
+        "k": clusters.k, "knee_k": clusters.knee_k, "seed": clusters.seed,
+        "features_used": list(clusters.features_used), "sample_size": clusters.sample_size,
+        "minibatch": clusters.minibatch, "explained_variance": list(clusters.explained_variance),
+        "selection": _records(clusters.selection),
+        "profiles": _records(clusters.profiles),
+        "projection": _records(proj[["x", "y", "cluster"]].round(4)),
+    }
+
+
+def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """JSON-safe records (NaN → None, numpy scalars → Python)."""
+    clean = frame.astype(object).where(frame.notna(), None)
+    return [{k: (v.item() if isinstance(v, np.generic) else v) for k, v in row.items()}
+            for row in clean.to_dict("records")]

@@ -1,0 +1,154 @@
+"""Behaviour clusters, value tiers and the segment exports."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analytics import clusters as cl
+from analytics.clusters import TIERS, cluster_customers, value_tiers
+from analytics.rfm import rfm_scores
+from analytics.segments_export import PROFILE_COLUMNS, write_segment_exports
+
+
+def groups(seed: int = 0, sizes: tuple[int, ...] = (300, 200, 100)) -> pd.DataFrame:
+    """Three clearly different kinds of customer (lapsed one-timers, recent regulars, whales)."""
+    rng = np.random.default_rng(seed)
+    kinds = [  # recency, orders, revenue, installments, categories, review, late share
+        (400, 1, 60, 1, 1, 4.5, 0.0),
+        (20, 4, 400, 3, 2, 4.8, 0.0),
+        (90, 10, 5000, 8, 4, 3.0, 0.5),
+    ]
+    frames = []
+    for g, (size, (rec, orders, rev, inst, cats, review, late)) in enumerate(zip(sizes, kinds, strict=True)):
+        frames.append(pd.DataFrame({
+            "recency_days": np.maximum(0, rng.normal(rec, rec * 0.1, size)).round().astype(int),
+            "orders": np.maximum(1, rng.normal(orders, orders * 0.1, size).round()).astype(int),
+            "revenue": np.maximum(1, rng.normal(rev, rev * 0.1, size)),
+            "avg_installments": np.maximum(1, rng.normal(inst, 0.3, size)),
+            "categories": np.full(size, cats),
+            "avg_review": np.clip(rng.normal(review, 0.2, size), 1, 5),
+            "late_share": np.clip(rng.normal(late, 0.05, size), 0, 1) if late else np.zeros(size),
+            "top_category": rng.choice(["toys", "books", "garden"], size),
+            "group": g,
+        }))
+    f = pd.concat(frames, ignore_index=True)
+    f.insert(0, "customer_id", [f"c{i:04d}" for i in range(len(f))])
+    f["state"], f["region"] = "SP", "Sudeste"
+    return f
+
+
+def test_three_groups_are_found_named_and_profiled() -> None:
+    f = groups()
+    r = cluster_customers(f, seed=42)
+    assert r.k == 3
+    assert r.selection["k"].tolist() == list(range(2, 11))
+    assert r.selection["silhouette"].idxmax() == 1  # k = 3
+    assert r.selection["silhouette"].between(-1, 1).all() and (r.selection["davies_bouldin"] > 0).all()
+    assert r.knee_k in range(2, 11)
+    # each true group is exactly one cluster
+    merged = f.merge(r.assignments, on="customer_id")
+    assert merged.groupby("group")["cluster"].nunique().eq(1).all()
+    assert merged.groupby("cluster")["group"].nunique().eq(1).all()
+    # clusters are numbered by mean spend: 0 = the whales
+    whales = merged.loc[merged["group"] == 2, "cluster"].iloc[0]
+    assert whales == 0
+    p = r.profiles.set_index("cluster")
+    assert p["customers"].sum() == len(f) and p["share"].sum() == pytest.approx(1.0)
+    assert p["revenue_share"].sum() == pytest.approx(1.0)
+    assert p.loc[0, "customers"] == 100 and p.loc[0, "frequency"] > 8
+    assert p["name"].is_unique
+    assert p.loc[0, "name"].startswith("High value, frequent")
+    lapsed = merged.loc[merged["group"] == 0, "cluster"].iloc[0]
+    assert p.loc[lapsed, "name"].startswith("Low value, one-time, lapsed")
+    assert set(p["top_categories"].str.split(" ").str[0]) <= {"toys", "books", "garden"}
+    assert len(r.projection) == len(f) and np.isfinite(r.projection[["x", "y"]]).all().all()
+    assert sum(r.explained_variance) > 0.5
+
+
+def test_deterministic_for_a_seed_and_any_row_order() -> None:
+    f = groups(seed=1)
+    a = cluster_customers(f, seed=7)
+    b = cluster_customers(f.sample(frac=1, random_state=5), seed=7)
+    pd.testing.assert_frame_equal(a.assignments, b.assignments)
+    pd.testing.assert_frame_equal(a.selection, b.selection)
+    assert a.profiles["name"].tolist() == b.profiles["name"].tolist()
+
+
+@pytest.mark.parametrize("k", [2, 5, 10])
+def test_given_k(k: int) -> None:
+    r = cluster_customers(groups(), seed=3, k=k)
+    assert r.k == k
+    assert r.assignments["cluster"].nunique() == k
+    assert r.profiles["name"].is_unique and len(r.profiles) == k
+    assert r.profiles["name"].str.len().le(64).all()
+
+
+def test_minibatch_for_large_bases(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cl, "MINIBATCH_ABOVE", 100)
+    f = groups()
+    r = cluster_customers(f, seed=42)
+    assert r.minibatch and r.k == 3
+    again = cluster_customers(f, seed=42)
+    pd.testing.assert_frame_equal(r.assignments, again.assignments)
+
+
+def test_missing_behaviour_columns_are_left_out() -> None:
+    f = groups()
+    f[["avg_installments", "avg_review", "late_share"]] = np.nan  # e.g. UCI Online Retail
+    f["categories"] = 0
+    r = cluster_customers(f, seed=42)
+    assert r.features_used == ("recency_days", "orders", "revenue")
+    assert 2 <= r.k <= 10
+
+
+def test_tiny_bases_get_one_cluster() -> None:
+    one = groups(sizes=(1, 0, 0))
+    r = cluster_customers(one)
+    assert r.k == 1 and r.assignments["cluster"].tolist() == [0]
+    assert r.selection.empty and r.knee_k is None
+    assert len(r.profiles) == 1 and r.profiles["share"].iloc[0] == 1.0
+    two = cluster_customers(groups(sizes=(1, 1, 0)))
+    assert two.k == 1 and len(two.projection) == 2
+    empty = cluster_customers(groups(sizes=(0, 0, 0)))
+    assert empty.k == 1 and empty.assignments.empty and empty.profiles.empty
+
+
+def test_value_tiers_by_hand() -> None:
+    # four clear levels per dimension; customer i is at level i on R, F and M
+    f = pd.DataFrame({
+        "customer_id": [f"c{i}" for i in range(8)],
+        "recency_days": [900, 900, 300, 300, 60, 60, 2, 2],
+        "orders": [1, 1, 3, 3, 10, 10, 40, 40],
+        "revenue": [5.0, 5.0, 80.0, 80.0, 900.0, 900.0, 20000.0, 20000.0],
+    })
+    t = value_tiers(f).set_index("customer_id")
+    assert t["r_level"].tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
+    assert t["f_level"].tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
+    assert t["m_level"].tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
+    assert t["value_score"].tolist() == [0, 0, 3, 3, 6, 6, 9, 9]
+    assert t["tier"].tolist() == ["Low", "Low", "Mid", "Mid", "High", "High", "High", "High"]
+    # the tier cut points: 0–2 Low, 3–4 Mid, 5+ High
+    assert TIERS == (("Low", 0), ("Mid", 3), ("High", 5))
+    mixed = f.assign(orders=1, revenue=5.0)  # only recency varies: at most 3 points
+    assert value_tiers(mixed)["tier"].tolist() == ["Low"] * 6 + ["Mid"] * 2
+
+
+def test_exports(tmp_path: Path) -> None:
+    f = groups()
+    scores = rfm_scores(f)
+    r = cluster_customers(f, seed=42)
+    paths = write_segment_exports(tmp_path / "out", scores, r, f)
+    assert [p.name for p in paths] == ["cluster_profiles.csv", "cluster_summary.csv"]
+    per_customer = pd.read_csv(paths[0])
+    assert list(per_customer.columns) == list(PROFILE_COLUMNS)
+    assert len(per_customer) == len(f) and per_customer["customer_id"].is_unique
+    assert per_customer["segment"].notna().all() and per_customer["tier"].isin(["Low", "Mid", "High"]).all()
+    summary = pd.read_csv(paths[1])
+    assert len(summary) == r.k
+    assert {"customers", "share", "recency", "frequency", "monetary", "revenue_share",
+            "top_categories", "avg_installments"} <= set(summary.columns)
+    assert summary["customers"].sum() == len(f)

@@ -1,0 +1,143 @@
+"""Delivery report: a hand-made store worked out by hand, and Olist's SLA against pandas."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pandas as pd
+import pytest
+from analytics_data import AS_OF_OLIST, Shop, loaded_store, olist_purchases, olist_raw, person_state
+
+from analytics.delivery import delivery_report
+from analytics.errors import NotAvailable
+from storage.geography import resolve_place
+from storage.store import open_store
+
+AS_OF = dt.date(2024, 3, 20)
+
+
+def build_shop(engine) -> None:  # noqa: ANN001
+    s = Shop(engine)
+    for cid, state in [("A", "SP"), ("B", "SP"), ("C", "RJ"), ("D", "BA"), ("E", "AM")]:
+        s.customer(cid, state)
+    # on time by 5 days; 4.0 days
+    s.order("d1", "A", "2024-01-01 10:00", [("x", 100, 10)], delivered="2024-01-05 10:00",
+            estimated="2024-01-10", reviews=[(5, "2024-01-06")])
+    # delivered at noon on the promised day: on time; 10.5 days
+    s.order("d2", "A", "2024-02-01 00:00", [("x", 100, 20)], delivered="2024-02-11 12:00",
+            estimated="2024-02-11", reviews=[(4, "2024-02-12")])
+    # 5 days late; 10 days
+    s.order("d3", "B", "2024-01-10 00:00", [("x", 100, 30)], delivered="2024-01-20 00:00",
+            estimated="2024-01-15", reviews=[(1, "2024-01-21")])
+    # 1 day late; 2 days
+    s.order("d4", "C", "2024-01-05 00:00", [("x", 100, 40)], delivered="2024-01-07 00:00",
+            estimated="2024-01-06", reviews=[(2, "2024-01-08")])
+    s.order("d5", "C", "2024-03-01 00:00", [("x", 100, 50)], status="shipped", estimated="2024-03-30")
+    # delivered after as_of: not delivered yet as of 2024-03-20
+    s.order("d6", "D", "2024-03-10 00:00", [("x", 100, 60)], delivered="2024-03-25",
+            estimated="2024-03-30")
+    s.order("d7", "B", "2024-03-01 00:00", [("x", 100, 70)], status="canceled",
+            delivered="2024-03-02", estimated="2024-03-05")
+    s.order("d8", "E", "2024-03-01 00:00", [("x", 100, 0)], status="canceled")
+
+
+@pytest.fixture
+def shop(store):  # noqa: ANN001
+    build_shop(store)
+    return store
+
+
+def test_delivery_by_hand(shop) -> None:  # noqa: ANN001 - SQLite and PostgreSQL
+    r = delivery_report(shop, AS_OF, min_orders=1, bands=2)
+    assert (r.as_of, r.label) == (AS_OF, "all customers")
+    assert r.delivered_orders == 4 and r.not_delivered == 2 and r.orders_with_estimate == 4
+    assert r.mean_days == pytest.approx((4 + 10.5 + 10 + 2) / 4)
+    assert r.median_days == pytest.approx(7.0)
+    assert r.p90_days == pytest.approx(10 + 0.7 * 0.5)  # linear interpolation on 2, 4, 10, 10.5
+    assert r.on_time_share == 0.5 and r.late_share == 0.5
+    assert r.mean_days_late == pytest.approx(3.0)
+
+    states = r.by_state.set_index("state")
+    assert states.loc["SP", "orders"] == 3 and states.loc["SP", "on_time_share"] == pytest.approx(2 / 3)
+    assert states.loc["RJ", "on_time_share"] == 0.0 and states.loc["RJ", "mean_days_late"] == 1.0
+    assert r.best_states == ["SP"] and r.worst_states == ["RJ"]
+    assert r.by_region.set_index("region").loc["Sudeste", "orders"] == 4
+
+    bands = r.freight_bands
+    assert bands["orders"].tolist() == [2, 2]
+    assert bands["on_time_share"].tolist() == [1.0, 0.0]  # freight 10, 20 vs 30, 40
+    assert bands["freight_max"].tolist() == [20, 40]
+
+    assert r.review_on_time == pytest.approx(4.5) and r.review_late == pytest.approx(1.5)
+    assert (r.reviews_on_time, r.reviews_late) == (2, 2)
+
+    # A: first order on time, bought again. B: first late, later order canceled.
+    # C: first late, bought again (d5). D: first order not delivered yet: left out.
+    rep = r.repeat_after_first.set_index("first_order")
+    assert rep.loc["on time", "customers"] == 1 and rep.loc["on time", "repeat_rate"] == 1.0
+    assert rep.loc["late", "customers"] == 2 and rep.loc["late", "repeat_rate"] == 0.5
+
+
+def test_min_orders_hides_small_groups(shop) -> None:  # noqa: ANN001
+    r = delivery_report(shop, AS_OF, min_orders=2)
+    assert r.best_states == [] and r.worst_states == []  # only SP has 2+, one group can't rank
+
+
+def test_place_filter_and_empty_place(shop) -> None:  # noqa: ANN001
+    r = delivery_report(shop, AS_OF, resolve_place("RJ"))
+    assert r.delivered_orders == 1 and r.on_time_share == 0.0 and r.not_delivered == 1
+    empty = delivery_report(shop, AS_OF, resolve_place("AM"))
+    assert empty.delivered_orders == 0 and empty.not_delivered == 0
+    assert empty.mean_days is None and empty.on_time_share is None and empty.p90_days is None
+    assert empty.by_state.empty and empty.freight_bands.empty
+    assert empty.review_late is None and empty.repeat_after_first["customers"].sum() == 0
+
+
+def test_no_delivery_dates_is_not_available(sqlite_url) -> None:
+    engine = open_store(sqlite_url)
+    s = Shop(engine, source="online-retail").customer("A", "United Kingdom")
+    s.order("i1", "A", "2011-01-01", [("x", 10, 0)], status="invoiced")
+    with pytest.raises(NotAvailable, match="online-retail.*delivery dates"):
+        delivery_report(engine, dt.date(2011, 12, 9))
+
+
+@pytest.fixture(scope="module")
+def olist(tmp_path_factory):  # noqa: ANN001
+    engine = loaded_store(tmp_path_factory, "olist", "olist")
+    yield engine
+    engine.dispose()
+
+
+def _sla(p: pd.DataFrame) -> tuple[int, float]:
+    end = pd.Timestamp(AS_OF_OLIST + dt.timedelta(days=1))
+    d = p[p["order_delivered_customer_date"].notna() & (p["order_delivered_customer_date"] < end)]
+    on_time = d["order_delivered_customer_date"].dt.normalize() <= d["order_estimated_delivery_date"].dt.normalize()
+    return len(d), on_time.mean()
+
+
+@pytest.mark.realdata
+def test_olist_sla_overall_and_region(olist) -> None:  # noqa: ANN001
+    p = olist_purchases()
+    r = delivery_report(olist, AS_OF_OLIST)
+    n, share = _sla(p)
+    assert r.delivered_orders == n
+    assert r.on_time_share == pytest.approx(share, rel=1e-12)
+    nordeste = ["AL", "BA", "CE", "MA", "PB", "PE", "PI", "RN", "SE"]
+    ne = p[p["person"].map(person_state(olist_raw())).isin(nordeste)]
+    n_ne, share_ne = _sla(ne)
+    region = r.by_region.set_index("region").loc["Nordeste"]
+    assert region["orders"] == n_ne and region["on_time_share"] == pytest.approx(share_ne, rel=1e-12)
+    only = delivery_report(olist, AS_OF_OLIST, resolve_place("northeast"))
+    assert only.on_time_share == pytest.approx(share_ne, rel=1e-12)
+    # lateness hurts reviews
+    assert r.review_late < r.review_on_time
+
+
+@pytest.mark.realdata
+def test_uci_has_no_deliveries(tmp_path_factory) -> None:  # noqa: ANN001
+    from analytics_data import AS_OF_UCI
+
+    engine = loaded_store(tmp_path_factory, "online-retail", "online-retail")
+    with pytest.raises(NotAvailable, match="no delivery dates"):
+        delivery_report(engine, AS_OF_UCI)
+    engine.dispose()

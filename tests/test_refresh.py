@@ -1,0 +1,182 @@
+"""The refresh: what it writes (on SQLite and PostgreSQL), scorers, empty stores, real data."""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from analytics_data import Shop, loaded_store
+from sqlalchemy import Engine, func, select
+
+from analytics.asof import resolve_as_of, stored_as_of
+from analytics.refresh import SCORER_COLUMNS, data_fingerprint, refresh
+from storage import schema
+from storage.store import get_meta, open_store
+
+AS_OF = dt.date(2024, 3, 31)
+
+
+def small_shop(engine: Engine) -> None:
+    """Six customers in SP and RJ (nobody in the other states)."""
+    shop = Shop(engine)
+    for cid, state in (("A", "SP"), ("B", "SP"), ("C", "RJ"), ("D", "RJ"), ("E", "SP"), ("F", "RJ")):
+        shop.customer(cid, state)
+    shop.order("a1", "A", "2024-03-30 10:00", [("toys", 300, 20)], payments=[("card", 6, 320)])
+    shop.order("a2", "A", "2023-12-01 10:00", [("toys", 200, 20)], payments=[("card", 6, 220)])
+    shop.order("b1", "B", "2023-05-01 10:00", [("books", 20, 5)], delivered="2023-05-20", estimated="2023-05-10",
+               reviews=[(1, "2023-05-21")])
+    shop.order("c1", "C", "2024-02-10 10:00", [("garden", 80, 10)])
+    shop.order("d1", "D", "2022-01-10 10:00", [("toys", 15, 5)])
+    shop.order("e1", "E", "2024-03-01 10:00", [("books", 50, 5)], status="canceled")
+    shop.order("f1", "F", "2023-09-09 10:00", [("garden", 40, 5)])
+    shop.order("f2", "F", "2023-10-09 10:00", [("garden", 45, 5)])
+    shop.order("f3", "F", "2023-11-09 10:00", [("garden", 50, 5)])
+
+
+def rows(engine: Engine, table) -> pd.DataFrame:  # noqa: ANN001
+    with engine.connect() as conn:
+        result = conn.execute(select(table))
+        return pd.DataFrame([tuple(r) for r in result], columns=list(result.keys()))
+
+
+def test_refresh_writes_features_scores_snapshots_and_meta(store: Engine) -> None:
+    small_shop(store)
+    report = refresh(store, AS_OF)
+    assert report.as_of.mode == "fixed" and report.as_of.date == AS_OF
+    assert report.customers == 5 and not report.empty  # E only canceled
+    assert set(report.timings) >= {"as_of", "features", "rfm", "clusters", "write"}
+    assert report.scorer_errors == {}
+
+    features = rows(store, schema.customer_features).set_index("customer_id")
+    assert sorted(features.index) == ["A", "B", "C", "D", "F"]
+    assert (features["as_of"] == AS_OF).all()
+    assert features.loc["A", "revenue"] == pytest.approx(540.0)
+    assert features.loc["F", "orders"] == 3
+
+    scores = rows(store, schema.customer_scores).set_index("customer_id")
+    assert sorted(scores.index) == sorted(features.index)
+    assert (scores["as_of"] == AS_OF).all() and (scores["model_version"] == report.model_version).all()
+    assert scores["segment"].notna().all() and scores["cluster"].notna().all()
+    assert scores["tier"].isin(["Low", "Mid", "High"]).all()
+    assert scores[list(SCORER_COLUMNS)].isna().all().all()  # no scorers given
+    # A bought two days ago with two orders: R 5 (≤30 days), F 3 → Potential Loyalist;
+    # D's only order is over two years old: R 1, F 1 → Lost
+    assert scores.loc["A", "segment"] == "Potential Loyalist"
+    assert scores.loc["D", "segment"] == "Lost"
+    assert report.segments == scores["segment"].value_counts().to_dict()
+
+    snap = rows(store, schema.segment_snapshots)
+    assert len(snap) == 5 and (snap["snapshot_date"] == AS_OF).all()
+    assert snap.set_index("customer_id").loc["C", "state"] == "RJ"
+
+    assert stored_as_of(store) == report.as_of
+    assert get_meta(store, "data_fingerprint") == data_fingerprint(store)
+    assert get_meta(store, "refresh")["customers"] == 5
+    clusters = get_meta(store, "clusters")
+    assert clusters["k"] == report.k and len(clusters["profiles"]) == report.k
+
+
+def test_refresh_replaces_rows_and_keeps_other_snapshot_dates(store: Engine) -> None:
+    small_shop(store)
+    refresh(store, AS_OF)
+    refresh(store, AS_OF)  # same date again: replaced, not doubled
+    earlier = dt.date(2023, 10, 31)
+    report = refresh(store, earlier)
+    assert report.customers == 3  # B, D, F had bought by then (A first bought in December)
+    with store.connect() as conn:
+        n_features = conn.execute(select(func.count()).select_from(schema.customer_features)).scalar()
+        by_date = dict(conn.execute(
+            select(schema.segment_snapshots.c.snapshot_date, func.count())
+            .group_by(schema.segment_snapshots.c.snapshot_date)).all())
+    assert n_features == 3
+    assert by_date == {AS_OF: 5, earlier: 3}
+
+
+def test_empty_store_refresh_is_a_clear_result(store: Engine) -> None:
+    report = refresh(store)
+    assert report.empty and report.customers == 0 and report.k == 0
+    assert "nothing to score" in report.message
+    assert report.as_of.mode == "today"
+    assert rows(store, schema.customer_scores).empty
+    assert stored_as_of(store) == report.as_of
+
+
+def test_no_purchases_by_the_as_of_date(sqlite_url: str) -> None:
+    engine = open_store(sqlite_url)
+    small_shop(engine)
+    report = refresh(engine, dt.date(2020, 1, 1))
+    assert report.empty and rows(engine, schema.customer_features).empty
+
+
+def test_scorers_add_columns_in_order_and_failures_are_reported(sqlite_url: str) -> None:
+    engine = open_store(sqlite_url)
+    small_shop(engine)
+    seen = {}
+
+    def churn(engine, features, scores, as_of):  # noqa: ANN001, ANN202
+        seen["as_of"] = as_of
+        prob = (features["recency_days"] / 1000).clip(upper=1.0)
+        band = pd.cut(prob, [-1, 0.4, 0.7, 2], labels=["low", "medium", "high"]).astype(str)
+        return pd.DataFrame({"customer_id": features["customer_id"], "churn_prob": prob,
+                             "churn_source": "test", "risk_band": band})
+
+    churn.version = "churn-t1"
+
+    def value_at_risk(engine, features, scores, as_of):  # noqa: ANN001, ANN202
+        assert "churn_prob" in scores.columns  # sees the earlier scorer's output
+        revenue = features.set_index("customer_id")["revenue"]
+        return (scores.set_index("customer_id")["churn_prob"] * revenue).rename("value_at_risk").to_frame()
+
+    def broken(engine, features, scores, as_of):  # noqa: ANN001, ANN202
+        raise RuntimeError("model not trainable")
+
+    def wrong_columns(engine, features, scores, as_of):  # noqa: ANN001, ANN202
+        return pd.DataFrame({"customer_id": features["customer_id"], "segment": "X"})
+
+    report = refresh(engine, AS_OF, scorers=[churn, value_at_risk, broken, wrong_columns])
+    assert seen["as_of"] == AS_OF
+    assert report.scorer_errors == {
+        "broken": "RuntimeError: model not trainable",
+        "wrong_columns": "ValueError: returned columns not in customer_scores: ['segment']",
+    }
+    assert "churn-t1" in report.model_version
+    scores = rows(engine, schema.customer_scores).set_index("customer_id")
+    assert scores.loc["D", "churn_prob"] == pytest.approx(0.811)  # 811 days since 2022-01-10
+    assert scores.loc["D", "risk_band"] == "high" and scores.loc["A", "risk_band"] == "low"
+    assert scores.loc["D", "value_at_risk"] == pytest.approx(0.811 * 20)
+    assert (scores["segment"] != "X").all()
+    assert scores["p_alive"].isna().all()
+
+
+def test_fingerprint_changes_with_the_data(sqlite_url: str) -> None:
+    engine = open_store(sqlite_url)
+    small_shop(engine)
+    refresh(engine, AS_OF)
+    assert get_meta(engine, "data_fingerprint") == data_fingerprint(engine)
+    Shop(engine).order("g1", "A", "2024-03-31 12:00", [("toys", 1, 0)])
+    after = data_fingerprint(engine)
+    assert after != get_meta(engine, "data_fingerprint")
+    assert after["orders"] == 10 and after["last_purchased_at"] == "2024-03-31T12:00:00"
+
+
+@pytest.mark.realdata
+def test_olist_refresh(tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> None:
+    source = loaded_store(tmp_path_factory, "olist", "olist")
+    copy = tmp_path / "olist.db"
+    shutil.copy(source.url.database, copy)  # the shared loaded store stays untouched
+    engine = open_store(f"sqlite:///{copy}")
+    report = refresh(engine)
+    assert report.as_of.date == dt.date(2018, 8, 29) == resolve_as_of(engine).date
+    assert report.customers == 94_990
+    assert sum(report.segments.values()) == 94_990
+    assert any(f.startswith("F: 97%") for f in report.fallbacks)
+    assert 2 <= report.k <= 10
+    with engine.connect() as conn:
+        for table in (schema.customer_features, schema.customer_scores, schema.segment_snapshots):
+            assert conn.execute(select(func.count()).select_from(table)).scalar() == 94_990
+        tiers = dict(conn.execute(select(schema.customer_scores.c.tier, func.count())
+                                  .group_by(schema.customer_scores.c.tier)).all())
+    assert set(tiers) == {"Low", "Mid", "High"}
