@@ -1,6 +1,6 @@
 """Every command the router knows, in the order `/pulse-help` lists them."""
 
-from bot.commands import cohorts, delivery, finance, kpis, ltv, payments
+from bot.commands import cohorts, delivery, digest, finance, kpis, ltv, migration, payments
 from bot.commands import help as help_command
 
 COMMANDS = [
@@ -10,5 +10,7 @@ COMMANDS = [
     delivery.COMMAND,
     payments.COMMAND,
     finance.COMMAND,
+    migration.COMMAND,
+    digest.COMMAND,
     help_command.COMMAND,
 ]

@@ -1,0 +1,260 @@
+"""Segment migration: how customers moved between RFM segments from one snapshot to another.
+
+`segment_snapshots` holds, per date, every customer's RFM segment, lifetime revenue,
+state and region as of that date (the refresh writes its as-of date; `analytics.backfill`
+writes past weeks). A migration compares an *earlier* and a *later* snapshot:
+
+- **Rows** are the segment in the earlier snapshot, plus `NEW_CUSTOMERS` for customers
+  in the later snapshot but not the earlier one (they are a row, never dropped).
+  **Columns** are the segment in the later snapshot, plus `NOT_IN_LATER` for customers
+  only in the earlier one (normally none: a customer with a purchase stays in every later
+  snapshot; it shows up after data was removed). Segments keep the order of
+  `analytics.rfm.SEGMENTS`; rows and columns with nobody in them are left out.
+- **Row shares** = cell count / row total.
+- **Rank order** is the order of `analytics.rfm.SEGMENTS`, best first (Champions … Lost).
+  An *upgrade* moves to a better-ranked segment, a *downgrade* to a worse one; new
+  customers and customers not in the later snapshot are neither.
+- **Revenue** of a cell = lifetime revenue of its customers as of the later snapshot
+  (the earlier one for `NOT_IN_LATER`). Per segment, `revenue_in` is the revenue of
+  customers who came from another segment, `revenue_out` that of customers who left for
+  another one, `revenue_new` that of new customers; net = in + new - out.
+- **Flows** are the cells whose segment changed (earlier segment → different later
+  segment), biggest first by customers, then revenue, then names. The new-customer row
+  is reported on its own (`new_customers`), not as a flow.
+- **Place**: a customer belongs to a place by the state/region of the later snapshot
+  (the earlier one for customers missing from the later).
+
+Choosing the snapshots (`resolve_snapshots`): the later is the latest snapshot on or
+before `as_of`; the earlier is the latest one at least `weeks` × 7 days before it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import Engine, func, select
+
+from analytics.errors import NotAvailable
+from analytics.filters import read_frame
+from analytics.results import Result
+from analytics.rfm import SEGMENT_NAMES
+from storage import schema
+from storage.geography import ALL, Place
+
+SNAP = schema.segment_snapshots
+NEW_CUSTOMERS = "New customers"
+NOT_IN_LATER = "Not in later snapshot"
+RANK: dict[str, int] = {name: i for i, name in enumerate(SEGMENT_NAMES)}  # 0 = best
+
+
+@dataclass(frozen=True)
+class Flow:
+    """Customers who moved from one segment to another, and their revenue."""
+
+    source: str
+    target: str
+    customers: int
+    revenue: float
+    share_of_source: float  # of the source row's customers
+
+    @property
+    def direction(self) -> str:
+        """"upgrade", "downgrade" or "" (for rows/columns outside the rank order)."""
+        if self.source not in RANK or self.target not in RANK:
+            return ""
+        return "upgrade" if RANK[self.target] < RANK[self.source] else "downgrade"
+
+    def sentence(self) -> str:
+        """"312 Champions became At Risk"."""
+        return f"{self.customers:,} {self.source} became {self.target}"
+
+
+@dataclass(frozen=True, eq=False)
+class Migration(Result):
+    """Movement between two snapshots; `as_of` is the later snapshot's date."""
+
+    earlier: dt.date
+    later: dt.date
+    counts: pd.DataFrame  # rows: earlier segment (+ New customers); columns: later segment
+    shares: pd.DataFrame  # counts / row total
+    revenue: pd.DataFrame  # lifetime revenue of each cell's customers
+    flows: pd.DataFrame  # source, target, customers, share_of_source, revenue, direction
+    # segment, earlier, later, change, stayed, revenue_in, revenue_out, revenue_new, net_revenue
+    by_segment: pd.DataFrame
+    customers_earlier: int
+    customers_later: int
+    stayed: int
+    upgrades: int
+    downgrades: int
+    upgrade_revenue: float
+    downgrade_revenue: float
+    new_customers: int
+    new_revenue: float
+    not_in_later: int
+
+    @property
+    def moved(self) -> int:
+        return self.upgrades + self.downgrades
+
+    def top_flows(self, n: int = 3) -> list[Flow]:
+        """The `n` biggest flows between segments."""
+        return [
+            Flow(r.source, r.target, int(r.customers), float(r.revenue), float(r.share_of_source))
+            for r in self.flows.head(n).itertuples(index=False)
+        ]
+
+
+def snapshot_dates(engine: Engine) -> list[dt.date]:
+    """Dates that have a snapshot, oldest first."""
+    with engine.connect() as conn:
+        days = conn.execute(select(SNAP.c.snapshot_date).distinct().order_by(SNAP.c.snapshot_date))
+        return [_as_date(d) for (d,) in days]
+
+
+def resolve_snapshots(engine: Engine, as_of: dt.date, weeks: int = 1) -> tuple[dt.date, dt.date]:
+    """(earlier, later) snapshot dates for a migration over `weeks` weeks ending by `as_of`.
+
+    Raises NotAvailable (saying how to get snapshots) when either is missing.
+    """
+    if weeks < 1:
+        raise ValueError("weeks must be at least 1")
+    with engine.connect() as conn:
+        later = conn.execute(select(func.max(SNAP.c.snapshot_date))
+                             .where(SNAP.c.snapshot_date <= as_of)).scalar()
+        if later is None:
+            raise NotAvailable(
+                f"There is no segment snapshot on or before {as_of}. Run `pulse refresh` "
+                "(today's snapshot) and `pulse backfill --weeks 26` (past weeks)."
+            )
+        later = _as_date(later)
+        target = later - dt.timedelta(weeks=weeks)
+        earlier = conn.execute(select(func.max(SNAP.c.snapshot_date))
+                               .where(SNAP.c.snapshot_date <= target)).scalar()
+    if earlier is None:
+        raise NotAvailable(
+            f"There is no segment snapshot {weeks} week{'s' if weeks != 1 else ''} before "
+            f"{later} (on or before {target}). Run `pulse backfill --weeks {max(weeks, 26)}` "
+            "to compute past weekly snapshots from the order history."
+        )
+    return _as_date(earlier), later
+
+
+def read_snapshot(engine: Engine, day: dt.date) -> pd.DataFrame:
+    """customer_id, segment, revenue, state, region of the snapshot of `day`."""
+    stmt = select(SNAP.c.customer_id, SNAP.c.segment, SNAP.c.revenue, SNAP.c.state,
+                  SNAP.c.region).where(SNAP.c.snapshot_date == day)
+    frame = read_frame(engine, stmt)
+    if frame.empty:
+        return pd.DataFrame(columns=["customer_id", "segment", "revenue", "state", "region"])
+    return frame
+
+
+def segment_migration(engine: Engine, as_of: dt.date, weeks: int = 1,
+                      place: Place = ALL) -> Migration:
+    """Migration between the snapshot `weeks` weeks before the latest one by `as_of`, and it."""
+    earlier, later = resolve_snapshots(engine, as_of, weeks)
+    return migration_between(engine, earlier, later, place)
+
+
+def migration_between(engine: Engine, earlier: dt.date, later: dt.date,
+                      place: Place = ALL) -> Migration:
+    """Migration from the snapshot of `earlier` to that of `later` (both must exist)."""
+    return transition(read_snapshot(engine, earlier), read_snapshot(engine, later),
+                      earlier=earlier, later=later, place=place)
+
+
+def transition(before: pd.DataFrame, after: pd.DataFrame, *, earlier: dt.date,
+               later: dt.date, place: Place = ALL) -> Migration:
+    """The migration between two snapshot frames (customer_id, segment, revenue, state, region)."""
+    cols = ["customer_id", "segment", "revenue", "state", "region"]
+    b = before[cols].rename(columns={c: f"{c}_b" for c in cols[1:]})
+    a = after[cols].rename(columns={c: f"{c}_a" for c in cols[1:]})
+    both = b.merge(a, on="customer_id", how="outer")
+    if not place.is_all:
+        key = place.kind  # "state" or "region"
+        where = both[f"{key}_a"].where(both["segment_a"].notna(), both[f"{key}_b"])
+        both = both[where == place.value]
+    source = both["segment_b"].fillna(NEW_CUSTOMERS).astype(object)
+    target = both["segment_a"].fillna(NOT_IN_LATER).astype(object)
+    revenue = both["revenue_a"].where(both["segment_a"].notna(), both["revenue_b"])
+    cells = pd.DataFrame({"source": source.to_numpy(), "target": target.to_numpy(),
+                          "revenue": pd.to_numeric(revenue, errors="coerce").fillna(0.0).to_numpy()})
+
+    rows = [s for s in SEGMENT_NAMES if (cells["source"] == s).any()]
+    rows += [s for s in sorted(set(cells["source"]) - set(SEGMENT_NAMES) - {NEW_CUSTOMERS})]
+    if (cells["source"] == NEW_CUSTOMERS).any():
+        rows.append(NEW_CUSTOMERS)
+    columns = [s for s in SEGMENT_NAMES if (cells["target"] == s).any()]
+    columns += [s for s in sorted(set(cells["target"]) - set(SEGMENT_NAMES) - {NOT_IN_LATER})]
+    if (cells["target"] == NOT_IN_LATER).any():
+        columns.append(NOT_IN_LATER)
+
+    grouped = cells.groupby(["source", "target"], sort=False)["revenue"].agg(["size", "sum"])
+    counts = (grouped["size"].unstack("target").reindex(index=rows, columns=columns)
+              .fillna(0).astype(np.int64))
+    rev = grouped["sum"].unstack("target").reindex(index=rows, columns=columns).fillna(0.0)
+    for df in (counts, rev):
+        df.index.name, df.columns.name = "from", "to"
+    totals = counts.sum(axis=1)
+    shares = counts.div(totals.where(totals > 0), axis=0)
+
+    src_rank = cells["source"].map(RANK)
+    tgt_rank = cells["target"].map(RANK)
+    ranked = src_rank.notna() & tgt_rank.notna()
+    up = ranked & (tgt_rank < src_rank)
+    down = ranked & (tgt_rank > src_rank)
+    new = cells["source"] == NEW_CUSTOMERS
+    gone = cells["target"] == NOT_IN_LATER
+    same = cells["source"] == cells["target"]
+
+    moved = cells[~same & ~new & ~gone]
+    flows = moved.groupby(["source", "target"], sort=False)["revenue"].agg(["size", "sum"])
+    flows = flows.rename(columns={"size": "customers", "sum": "revenue"}).reset_index()
+    flows["share_of_source"] = flows["customers"] / flows["source"].map(totals).astype(float)
+    flows["direction"] = [
+        Flow(s, t, 0, 0.0, 0.0).direction for s, t in zip(flows["source"], flows["target"], strict=True)
+    ]
+    flows = flows.sort_values(["customers", "revenue", "source", "target"],
+                              ascending=[False, False, True, True], ignore_index=True)
+    flows = flows[["source", "target", "customers", "share_of_source", "revenue", "direction"]]
+
+    by_segment = _by_segment(cells, same, new, gone)
+    return Migration(
+        as_of=later, place=place, earlier=earlier, later=later,
+        counts=counts, shares=shares, revenue=rev, flows=flows, by_segment=by_segment,
+        customers_earlier=int((~new).sum()), customers_later=int((~gone).sum()),
+        stayed=int((same & ~new & ~gone).sum()),
+        upgrades=int(up.sum()), downgrades=int(down.sum()),
+        upgrade_revenue=float(cells.loc[up, "revenue"].sum()),
+        downgrade_revenue=float(cells.loc[down, "revenue"].sum()),
+        new_customers=int(new.sum()), new_revenue=float(cells.loc[new, "revenue"].sum()),
+        not_in_later=int(gone.sum()),
+    )
+
+
+def _by_segment(cells: pd.DataFrame, same: pd.Series, new: pd.Series,
+                gone: pd.Series) -> pd.DataFrame:
+    moved = ~same & ~new & ~gone
+    names = [s for s in SEGMENT_NAMES
+             if (cells["source"] == s).any() or (cells["target"] == s).any()]
+    out = pd.DataFrame({"segment": names})
+    out["earlier"] = out["segment"].map(cells.loc[~new, "source"].value_counts()).fillna(0).astype(int)
+    out["later"] = out["segment"].map(cells.loc[~gone, "target"].value_counts()).fillna(0).astype(int)
+    out["change"] = out["later"] - out["earlier"]
+    out["stayed"] = out["segment"].map(cells.loc[same & ~new, "source"].value_counts()).fillna(0).astype(int)
+    out["revenue_in"] = out["segment"].map(cells[moved].groupby("target")["revenue"].sum()).fillna(0.0)
+    out["revenue_out"] = out["segment"].map(cells[moved].groupby("source")["revenue"].sum()).fillna(0.0)
+    out["revenue_new"] = out["segment"].map(cells[new].groupby("target")["revenue"].sum()).fillna(0.0)
+    out["net_revenue"] = out["revenue_in"] + out["revenue_new"] - out["revenue_out"]
+    return out
+
+
+def _as_date(value) -> dt.date:  # noqa: ANN001
+    if isinstance(value, dt.datetime):
+        return value.date()
+    if isinstance(value, dt.date):
+        return value
+    return dt.date.fromisoformat(str(value)[:10])

@@ -1,0 +1,181 @@
+"""The weekly digest's figures: KPIs of the week and of the last four weeks, and the churn
+risk summary with its week-over-week history.
+
+KPI definitions (purchases, customers in the place):
+- the *week* is the 7 days ending on the as-of date (both included); the *previous week*
+  the 7 days before it. Week-over-week change = week / previous week - 1.
+- the *month* is the 28 days ending on the as-of date (four whole weeks, so every weekday
+  counts equally); the *previous month* the 28 days before it. Month-over-month change =
+  month / previous month - 1.
+- revenue = Σ items_value + freight_value; orders = purchases; customers = distinct
+  customers with a purchase in the window; new customers = customers whose first purchase
+  ever falls in the window; average order value = revenue / orders.
+- a change is None when the earlier value is 0 or undefined.
+
+Risk summary: the figures `/churn-risk` shows (`analytics.risk.at_risk`) — customers at
+risk (risk band "high"), value at risk (Σ value_at_risk of those customers), and both per
+state (per RFM segment when the place is one state), largest value first.
+Scores hold only the latest refresh, so the figures of earlier weeks are kept in `meta`
+(`record_risk`) and read back with `risk_history_value`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import Engine, and_, func, select
+
+from analytics.filters import in_place, is_purchase, read_frame
+from analytics.periods import end_of_day
+from analytics.results import Result
+from storage import schema
+from storage.geography import ALL, Place
+from storage.store import get_meta, set_meta
+
+ORD = schema.orders
+METRICS = ("revenue", "orders", "customers", "new_customers", "average_order_value")
+HISTORY_DAYS = 120  # entries older than this are dropped from the risk history
+
+
+@dataclass(frozen=True)
+class Window:
+    """Days `start` to `end`, both included."""
+
+    start: dt.date
+    end: dt.date
+
+    @property
+    def label(self) -> str:
+        return f"{self.start:%b %d} – {self.end:%b %d}"
+
+
+@dataclass(frozen=True, eq=False)
+class WeeklyKpis(Result):
+    week: Window
+    previous_week: Window
+    month: Window  # 28 days
+    previous_month: Window
+    # index: METRICS; columns: week, previous_week, wow, month, previous_month, mom
+    table: pd.DataFrame
+
+    def value(self, metric: str, column: str = "week") -> float | None:
+        v = self.table.loc[metric, column]
+        return None if pd.isna(v) else float(v)
+
+
+def windows(as_of: dt.date) -> tuple[Window, Window, Window, Window]:
+    """(week, previous week, month, previous month) ending on `as_of`."""
+    day = dt.timedelta(days=1)
+    week = Window(as_of - 6 * day, as_of)
+    prev_week = Window(as_of - 13 * day, as_of - 7 * day)
+    month = Window(as_of - 27 * day, as_of)
+    prev_month = Window(as_of - 55 * day, as_of - 28 * day)
+    return week, prev_week, month, prev_month
+
+
+def weekly_kpis(engine: Engine, as_of: dt.date, place: Place = ALL) -> WeeklyKpis:
+    """KPIs of the week and the 28 days ending on `as_of`, with their changes."""
+    week, prev_week, month, prev_month = windows(as_of)
+    start, stop = dt.datetime.combine(prev_month.start, dt.time.min), end_of_day(as_of)
+    where = [is_purchase(), ORD.c.purchased_at >= start, ORD.c.purchased_at < stop]
+    if not place.is_all:
+        where.append(in_place(place, ORD.c.customer_id))
+    orders = read_frame(engine, select(
+        ORD.c.customer_id, ORD.c.purchased_at,
+        (ORD.c.items_value + ORD.c.freight_value).label("revenue"),
+    ).where(and_(*where)))
+    first_where = [is_purchase(), ORD.c.purchased_at < stop]
+    if not place.is_all:
+        first_where.append(in_place(place, ORD.c.customer_id))
+    first = (select(ORD.c.customer_id, func.min(ORD.c.purchased_at).label("first"))
+             .where(and_(*first_where)).group_by(ORD.c.customer_id).subquery())
+    firsts = read_frame(engine, select(first.c.customer_id, first.c.first).where(first.c.first >= start))
+
+    orders["day"] = pd.to_datetime(orders["purchased_at"]).dt.date if len(orders) else []
+    firsts["day"] = pd.to_datetime(firsts["first"]).dt.date if len(firsts) else []
+
+    def figures(w: Window) -> dict[str, float]:
+        sel = orders[(orders["day"] >= w.start) & (orders["day"] <= w.end)] if len(orders) else orders
+        n = len(sel)
+        revenue = float(sel["revenue"].sum()) if n else 0.0
+        new = int(((firsts["day"] >= w.start) & (firsts["day"] <= w.end)).sum()) if len(firsts) else 0
+        return {
+            "revenue": revenue,
+            "orders": float(n),
+            "customers": float(sel["customer_id"].nunique()) if n else 0.0,
+            "new_customers": float(new),
+            "average_order_value": revenue / n if n else np.nan,
+        }
+
+    table = pd.DataFrame({
+        "week": figures(week), "previous_week": figures(prev_week),
+        "month": figures(month), "previous_month": figures(prev_month),
+    }).reindex(list(METRICS))
+    table["wow"] = _change(table["week"], table["previous_week"])
+    table["mom"] = _change(table["month"], table["previous_month"])
+    table = table[["week", "previous_week", "wow", "month", "previous_month", "mom"]]
+    table.index.name = "metric"
+    return WeeklyKpis(as_of=as_of, place=place, week=week, previous_week=prev_week,
+                      month=month, previous_month=prev_month, table=table)
+
+
+def _change(now: pd.Series, before: pd.Series) -> pd.Series:
+    ok = before.notna() & (before > 0) & now.notna()
+    return (now / before.where(ok) - 1).where(ok)
+
+
+# --- churn risk ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class RiskSummary(Result):
+    """`as_of` is the scores' as-of date."""
+
+    customers: int  # scored customers in the place
+    at_risk: int
+    revenue_at_risk: float  # Σ value_at_risk of the customers at risk
+    by_group: pd.DataFrame  # group, at_risk, value_at_risk (largest value first)
+    group_level: str  # "state" (everybody or a region) or "segment" (one state)
+
+
+def risk_summary(engine: Engine, place: Place = ALL) -> RiskSummary:
+    """Customers and value at risk from the last refresh's scores, as `/churn-risk` counts
+    them (`analytics.risk.at_risk`: risk band "high"). NotAvailable before churn scores exist."""
+    from analytics.risk import RiskFilter, at_risk
+
+    r = at_risk(engine, RiskFilter(place=place), top=0)
+    return RiskSummary(as_of=r.as_of, place=place, customers=r.customers, at_risk=r.at_risk,
+                       revenue_at_risk=r.value_at_risk, by_group=r.by_group,
+                       group_level=r.group_level)
+
+
+def _history_key(place: Place) -> str:
+    return f"risk_history:{place.kind}:{place.value or ''}"
+
+
+def record_risk(engine: Engine, summary: RiskSummary) -> None:
+    """Keep `summary`'s headline figures under its as-of date (for next week's change)."""
+    key = _history_key(summary.place)
+    history = dict(get_meta(engine, key, {}) or {})
+    history[summary.as_of.isoformat()] = {"at_risk": summary.at_risk,
+                                          "revenue_at_risk": summary.revenue_at_risk}
+    oldest = (summary.as_of - dt.timedelta(days=HISTORY_DAYS)).isoformat()
+    history = {d: v for d, v in sorted(history.items()) if d >= oldest}
+    with engine.begin() as conn:
+        set_meta(conn, key, history)
+
+
+def risk_history_value(engine: Engine, place: Place, day: dt.date,
+                       tolerance_days: int = 2) -> tuple[dt.date, dict[str, float]] | None:
+    """The recorded risk figures nearest to `day` (within `tolerance_days`), or None."""
+    history = get_meta(engine, _history_key(place), {}) or {}
+    best: tuple[int, dt.date, dict[str, float]] | None = None
+    for text, values in history.items():
+        d = dt.date.fromisoformat(text)
+        gap = abs((d - day).days)
+        if gap <= tolerance_days and (best is None or gap < best[0]):
+            best = (gap, d, values)
+    return None if best is None else (best[1], best[2])
