@@ -13,11 +13,12 @@ any status (a canceled order still shows the shop was taking orders that day).
    totals ending the day before T, divided by 7. Weekly totals make the baseline immune
    to weekday patterns and closed days; the median ignores one-off peaks and dips.
 2. The *sparse tail* starts at the earliest T such that **every** day from T to the end
-   of the data has fewer than `SPARSE_DAY_FRACTION` (1/30) of a typical day's orders.
+   of the data has fewer than `SPARSE_DAY_FRACTION` (1/30) of a typical day's orders,
+   or fewer than `SPARSE_DAY_FLOOR` (2) orders when a typical day has 10 or more (so a
+   10% sample of Olist, ~21 orders a day, sees its tail of single orders too).
 3. A run longer than `MAX_TAIL_DAYS` (12 weeks) is the business's real volume, not an
    incomplete extract, and is not a tail; nor is a run with fewer than 4 weeks of data
-   before it. Shops with under ~210 orders a week never get a tail (a day with one
-   order is not below 1/30 of their typical day).
+   before it. Shops with under ~10 orders a day only get a tail of empty days.
 4. As-of = the day before the tail, else the day of the latest order.
 
 On Olist (about 1,500 orders a week in mid-2018) a typical day has ~214 orders, so the
@@ -51,6 +52,7 @@ CURRENT_WITHIN_DAYS = 7
 BASELINE_WEEKS = 12
 MIN_BASELINE_WEEKS = 4
 SPARSE_DAY_FRACTION = 1 / 30
+SPARSE_DAY_FLOOR = 2.0
 MAX_TAIL_DAYS = 7 * BASELINE_WEEKS
 MODES = ("auto", "fixed", "today")
 _EPOCH = dt.date(1970, 1, 1)
@@ -153,7 +155,10 @@ def sparse_tail_start(counts: pd.Series) -> dt.date | None:
         windows = windows[~np.isnan(windows)]
         if len(windows) < MIN_BASELINE_WEEKS:
             continue
-        bar = SPARSE_DAY_FRACTION * np.median(windows) / 7
+        typical = np.median(windows) / 7
+        # A day with one order is sparse beside a typical day of ten or more: without the
+        # floor a small store (or a sample of a big one) never sees its tail.
+        bar = max(SPARSE_DAY_FRACTION * typical, min(SPARSE_DAY_FLOOR, typical / 5))
         if suffix_max[t] < bar:
             if t == first and values[t - 1] < bar:
                 return None  # the sparse run is longer than MAX_TAIL_DAYS: real volume

@@ -187,8 +187,10 @@ def refresh(ctx: Context) -> None:
 
 def _run_refresh(ctx: Context) -> None:
     from analytics.refresh import refresh as run_refresh
+    from bot.scheduler import default_scorers
 
-    report = run_refresh(ctx.engine, as_of=ctx.settings.as_of_date(), seed=ctx.settings.seed)
+    report = run_refresh(ctx.engine, as_of=ctx.settings.as_of_date(), seed=ctx.settings.seed,
+                         scorers=default_scorers(ctx.settings))
     click.echo(report.message)
     click.echo(f"  as of {report.as_of.date}: {report.as_of.reason}")
     stages = ", ".join(f"{k} {v:.1f} s" for k, v in report.timings.items())
@@ -337,6 +339,17 @@ from bot.cli_digest import backfill, digest, schedule  # noqa: E402
 cli.add_command(schedule)
 cli.add_command(backfill)
 cli.add_command(digest)
+
+
+# --- churn: `pulse export-at-risk`, `pulse model evaluate` (bot/cli_churn.py) ----------------
+
+from bot.cli_churn import export_at_risk as _export_at_risk  # noqa: E402
+from bot.cli_churn import model as _model  # noqa: E402
+
+cli.add_command(_export_at_risk)
+cli.add_command(_model)
+
+# ----------------------------------------------------------------------------------------------
 
 
 def main() -> None:

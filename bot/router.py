@@ -54,10 +54,18 @@ class CommandContext:
     command: str = ""
 
     def as_of(self):  # -> analytics.asof.AsOf
-        from analytics.asof import resolve_as_of
+        """The as-of date of the answers: the last refresh's (scores and features are as of
+        it), unless settings fix another date; resolved from the orders before any refresh."""
+        from analytics.asof import resolve_as_of, stored_as_of
 
-        return _cached(self.engine, ("as_of", self.settings.as_of),
-                       lambda: resolve_as_of(self.engine, fixed=self.settings.as_of_date()))
+        def compute():  # noqa: ANN202
+            fixed = self.settings.as_of_date()
+            stored = stored_as_of(self.engine)
+            if stored is not None and (fixed is None or stored.date == fixed):
+                return stored
+            return resolve_as_of(self.engine, fixed=fixed)
+
+        return _cached(self.engine, ("as_of", self.settings.as_of), compute)
 
     def place(self, text: str | None):  # -> storage.geography.Place
         """Resolve a place name; raises UnknownPlace with the closest matches."""

@@ -1,0 +1,673 @@
+"""Supervised churn model: will a customer buy again in the next H days?
+
+**Label.** For a cutoff day c, a customer with at least one purchase on or before c
+*churned* (label 1) when they make no purchase in the window (c, c + H] — days c+1 to
+c+H inclusive. `churn_prob` is the calibrated probability of that label.
+
+**Features use only data known at the cutoff** (purchases placed on or before c; reviews
+created by c; deliveries made by c — an order still in transit at c counts as not
+delivered). `churn_features` takes a `History` (the whole store read once) and a cutoff,
+and a test checks that it gives identical values on a store truncated at the cutoff.
+One residue cannot be removed: `orders.status` is the status *now*, so an order placed
+before c and cancelled after c already counts as a cancellation at c (the store keeps no
+status history); it can concern at most the 1.2% of Olist orders that are cancelled or
+unavailable.
+
+**No recency, in any disguise.** The issue allows recency only when the label is not
+defined by inactivity alone. Here it is: "no purchase in the next H days" is inactivity,
+and the days since the last purchase mostly restate it (a customer quiet for a long time
+stays quiet), so a model with recency learns the label's definition instead of the
+customer. Dropping the `recency_days` column is not enough: the mean gap between
+purchases, (last - first) / (orders - 1), together with tenure and the order count gives
+back recency exactly, and any *trend* of the gaps (last gap vs earlier ones) reveals when
+the last purchase was. So the rule enforced (and tested: moving a repeat buyer's later
+purchases in time leaves the features unchanged) is:
+
+    the features may depend on the time of a customer's *first* purchase, and on the
+    contents of all their purchases, but never on when the later purchases happened.
+
+Hence: tenure_days = c - first purchase day (allowed, as the issue lists it);
+days_per_order = (tenure_days + 1) / orders is the inter-purchase time over the customer's
+observed life (it needs no last-purchase date); and the trend the issue asks for is taken
+on what customers spend, not on when: ticket_trend = mean value of the later orders /
+first-order value. For one-time buyers tenure equals recency — that is the age of the
+relationship, which the issue lists; it is the later purchases' timing that stays out.
+What the rule costs was measured on UCI Online Retail (H = 90, out of time): adding
+recency, the mean gap, active months and purchases in the last 90 days moved the ROC-AUC
+by less than 0.002 (0.741 either way); frequency and tenure already carry that signal.
+
+**Training and validation** (`train_churn_model`). c1 = as_of - H, c0 = c1 - H.
+- Out-of-time evaluation: fit on features at c0 with labels in (c0, c1]; test on features
+  at c1 with labels in (c1, as_of]. ROC-AUC, PR-AUC (for the churn class), Brier score,
+  lift in the top decile and permutation importance (ROC-AUC drop) are measured there.
+- The learner — `HistGradientBoostingClassifier` or a `LogisticRegression` baseline — is
+  chosen by stratified 3-fold ROC-AUC on the c0 training set only (the test window is
+  never used to choose).
+- Probabilities are calibrated with `CalibratedClassifierCV` (isotonic with enough of
+  both classes, else sigmoid).
+- The scoring model is the same recipe fitted at c1 with labels in (c1, as_of]; it scores
+  customers with features at as_of.
+Too little data for this (either class under `MIN_CLASS_COUNT` in a window, or no
+customers before c0) raises `NotTrainable`; callers fall back to BG/NBD.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.calibration import CalibratedClassifierCV
+from sklearn.compose import ColumnTransformer
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.impute import SimpleImputer
+from sklearn.inspection import permutation_importance
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
+from sklearn.model_selection import StratifiedKFold, cross_val_score
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, OrdinalEncoder, StandardScaler
+from sqlalchemy import Engine, String, select, type_coerce
+from threadpoolctl import threadpool_limits
+
+from analytics.errors import AnalyticsError
+from analytics.periods import end_of_day
+from storage import schema
+from storage.store import NON_PURCHASE_STATUSES
+
+ORD, ITEMS, PAY, REV, CUS = (schema.orders, schema.order_items, schema.payments, schema.reviews,
+                             schema.customers)
+
+MIN_CLASS_COUNT = 25  # fewest churned and fewest retained customers a training window needs
+CV_FOLDS = 3
+IMPORTANCE_REPEATS = 3
+IMPORTANCE_MAX_ROWS = 5_000
+MAX_CATEGORIES = 40  # rarer levels of a categorical feature are pooled
+
+NUMERIC_FEATURES: tuple[str, ...] = (
+    "orders", "revenue", "avg_ticket", "max_ticket", "first_order_value", "ticket_trend",
+    "tenure_days", "days_per_order", "items", "items_per_order", "products", "categories",
+    "sellers", "avg_installments", "max_installments", "voucher_share", "late_share",
+    "avg_delivery_days", "avg_days_vs_estimate", "avg_review", "min_review", "freight",
+    "freight_share", "cancelled_orders",
+)
+CATEGORICAL_FEATURES: tuple[str, ...] = ("state", "region", "top_category", "first_payment")
+FEATURES: tuple[str, ...] = NUMERIC_FEATURES + CATEGORICAL_FEATURES
+# Never features (the recency rule in the module docstring); a test checks they stay out.
+EXCLUDED_FEATURES: tuple[str, ...] = ("recency_days", "last_purchase", "mean_gap_days", "gap_trend")
+
+LABEL_DEFINITION = "churned = no purchase in the {h} days after the cutoff"
+
+
+class NotTrainable(AnalyticsError):
+    """Too little data to train and validate the supervised churn model."""
+
+
+# --------------------------------------------------------------------------- history
+
+
+@dataclass(frozen=True, eq=False)
+class History:
+    """The store's orders, items, payments, reviews and customers, read once, integer-coded.
+
+    - `customer_ids`: every customer id (sorted); `cust` columns are positions in it.
+    - `orders`: every order (any status), sorted by cust, purchased_at, order_id, with
+      `revenue` = items + freight and `purchase` (status not in NON_PURCHASE_STATUSES).
+    - `items`, `payments`, `reviews`: `ord` = row of their order in `orders` (rows whose order
+      is unknown are dropped); categorical columns are codes into the `*_names` arrays.
+    - `state`, `region`: per customer code.
+    """
+
+    customer_ids: pd.Index
+    orders: pd.DataFrame
+    items: pd.DataFrame
+    payments: pd.DataFrame
+    reviews: pd.DataFrame
+    state: np.ndarray
+    region: np.ndarray
+    category_names: np.ndarray
+    method_names: np.ndarray
+
+    @property
+    def first_order(self) -> dt.date | None:
+        return None if self.orders.empty else self.orders["purchased_at"].min().date()
+
+    @property
+    def last_order(self) -> dt.date | None:
+        return None if self.orders.empty else self.orders["purchased_at"].max().date()
+
+
+def read_history(engine: Engine) -> History:
+    """Read what the churn features need from the store (narrow columns, one pass each)."""
+    orders = _read(engine, select(
+        ORD.c.order_id, ORD.c.customer_id, _raw(ORD.c.purchased_at), ORD.c.status, ORD.c.items_value,
+        ORD.c.freight_value, _raw(ORD.c.delivered_at), _raw(ORD.c.estimated_delivery_at),
+    ), dates=("purchased_at", "delivered_at", "estimated_delivery_at"))
+    items = _read(engine, select(ITEMS.c.order_id, ITEMS.c.product_id, ITEMS.c.category, ITEMS.c.seller_id,
+                                 ITEMS.c.quantity))
+    payments = _read(engine, select(PAY.c.order_id, PAY.c.method, PAY.c.installments, PAY.c.value))
+    reviews = _read(engine, select(REV.c.order_id, REV.c.score, _raw(REV.c.created_at)),
+                    dates=("created_at",))
+    customers = _read(engine, select(CUS.c.customer_id, CUS.c.state, CUS.c.region))
+    return make_history(orders, items, payments, reviews, customers)
+
+
+def make_history(orders: pd.DataFrame, items: pd.DataFrame, payments: pd.DataFrame,
+                 reviews: pd.DataFrame, customers: pd.DataFrame) -> History:
+    """A History from frames with the store's column names (see `read_history`)."""
+    customer_ids = pd.Index(sorted(set(orders["customer_id"]) | set(customers["customer_id"])),
+                            name="customer_id")
+    o = pd.DataFrame({
+        "order_id": orders["order_id"].astype(object).to_numpy(),
+        "cust": customer_ids.get_indexer(orders["customer_id"]),
+        "purchased_at": pd.to_datetime(orders["purchased_at"]).to_numpy(),
+        "revenue": (orders["items_value"].astype(float) + orders["freight_value"].astype(float)).to_numpy(),
+        "freight": orders["freight_value"].astype(float).to_numpy(),
+        "purchase": (~orders["status"].isin(NON_PURCHASE_STATUSES)).to_numpy(),
+        "delivered_at": pd.to_datetime(orders["delivered_at"]).to_numpy(),
+        "estimated_at": pd.to_datetime(orders["estimated_delivery_at"]).to_numpy(),
+    }).sort_values(["cust", "purchased_at", "order_id"], ignore_index=True)
+    order_index = pd.Index(o["order_id"])
+
+    def attach(frame: pd.DataFrame) -> pd.DataFrame:
+        frame = frame.assign(ord=order_index.get_indexer(frame["order_id"]))
+        return frame[frame["ord"] >= 0].drop(columns="order_id").reset_index(drop=True)
+
+    category_code, category_names = pd.factorize(items["category"].astype(object), sort=True)
+    it = attach(pd.DataFrame({
+        "order_id": items["order_id"].to_numpy(),
+        "product": pd.factorize(items["product_id"].astype(object))[0],
+        "category": category_code,
+        "seller": pd.factorize(items["seller_id"].astype(object))[0],
+        "quantity": items["quantity"].astype(float).fillna(1.0).to_numpy(),
+    }))
+    method_code, method_names = pd.factorize(payments["method"].astype(object), sort=True)
+    pay = attach(pd.DataFrame({
+        "order_id": payments["order_id"].to_numpy(),
+        "method": method_code,
+        "installments": pd.to_numeric(payments["installments"]).astype(float).to_numpy(),
+        "value": payments["value"].astype(float).to_numpy(),
+    }))
+    rev = attach(pd.DataFrame({
+        "order_id": reviews["order_id"].to_numpy(),
+        "score": reviews["score"].astype(float).to_numpy(),
+        "created_at": pd.to_datetime(reviews["created_at"]).to_numpy(),
+    }))
+    geo = customers.drop_duplicates("customer_id").set_index("customer_id").reindex(customer_ids)
+    return History(
+        customer_ids=customer_ids, orders=o, items=it, payments=pay, reviews=rev,
+        state=geo["state"].astype(object).to_numpy(), region=geo["region"].astype(object).to_numpy(),
+        category_names=np.asarray(category_names, dtype=object),
+        method_names=np.asarray(method_names, dtype=object),
+    )
+
+
+def _raw(column):  # noqa: ANN001, ANN202
+    """The column without SQLAlchemy's per-row datetime parsing (pandas parses in bulk)."""
+    return type_coerce(column, String).label(column.name)
+
+
+def _read(engine: Engine, stmt, dates: tuple[str, ...] = ()) -> pd.DataFrame:  # noqa: ANN001
+    with engine.connect() as conn:
+        result = conn.execute(stmt)
+        frame = pd.DataFrame(result.fetchall(), columns=list(result.keys()))
+    for col in dates:
+        frame[col] = pd.to_datetime(frame[col], format="ISO8601")
+    return frame
+
+
+# --------------------------------------------------------------------------- features and labels
+
+
+def churn_features(history: History, cutoff: dt.date) -> pd.DataFrame:
+    """One row per customer with a purchase on or before `cutoff` (index customer_id, sorted),
+    columns `FEATURES`; only data known at the end of the cutoff day is used."""
+    h = history
+    end = np.datetime64(end_of_day(cutoff))
+    o = h.orders
+    n = len(h.customer_ids)
+    placed = (o["purchased_at"] < end).to_numpy()
+    buy = placed & o["purchase"].to_numpy()
+    cust = o["cust"].to_numpy()
+    bc = cust[buy]
+    orders = np.bincount(bc, minlength=n).astype(float)
+    who = orders > 0
+    if not who.any():
+        return pd.DataFrame(columns=list(FEATURES), index=pd.Index([], name="customer_id"))
+
+    def total(codes: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+        return np.bincount(codes, weights=weights, minlength=n)
+
+    def mean(codes: np.ndarray, values: np.ndarray) -> np.ndarray:
+        count = total(codes)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(count > 0, total(codes, values) / count, np.nan)
+
+    def extreme(codes: np.ndarray, values: np.ndarray, how: str) -> np.ndarray:
+        out = np.full(n, np.nan)
+        if len(codes):
+            agg = pd.Series(values).groupby(codes).agg(how)
+            out[agg.index.to_numpy()] = agg.to_numpy()
+        return out
+
+    rev = o["revenue"].to_numpy()[buy]
+    revenue = total(bc, rev)
+    rows = np.flatnonzero(buy)  # orders are sorted by customer and time: first row = first purchase
+    first_row = rows[np.r_[True, bc[1:] != bc[:-1]]]
+    first_value = np.full(n, np.nan)
+    first_value[cust[first_row]] = o["revenue"].to_numpy()[first_row]
+    first_day = np.full(n, np.datetime64("NaT"), dtype="datetime64[us]")
+    first_day[cust[first_row]] = o["purchased_at"].to_numpy()[first_row].astype("datetime64[D]")
+    tenure = (np.datetime64(cutoff, "D") - first_day.astype("datetime64[D]")).astype(float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        later_mean = np.where(orders > 1, (revenue - first_value) / (orders - 1), np.nan)
+        ticket_trend = np.where(first_value > 0, later_mean / first_value, np.nan)
+
+    is_buy = np.zeros(len(o), dtype=bool)
+    is_buy[rows] = True
+    it = h.items[is_buy[h.items["ord"].to_numpy()]]
+    ic = cust[it["ord"].to_numpy()]
+    items = total(ic, it["quantity"].to_numpy())
+
+    def distinct(codes: np.ndarray, values: np.ndarray) -> np.ndarray:
+        ok = values >= 0
+        pairs = np.unique(np.stack([codes[ok], values[ok]]), axis=1) if ok.any() else np.empty((2, 0), int)
+        return total(pairs[0].astype(np.int64))
+
+    cat = it["category"].to_numpy()
+    top_category = np.full(n, None, dtype=object)
+    named = cat >= 0
+    if named.any():
+        pair_counts = pd.DataFrame({"c": ic[named], "k": cat[named]}).value_counts().reset_index(name="m")
+        top = pair_counts.sort_values(["c", "m", "k"], ascending=[True, False, True]).drop_duplicates("c")
+        top_category[top["c"].to_numpy()] = h.category_names[top["k"].to_numpy()]
+
+    pay = h.payments[is_buy[h.payments["ord"].to_numpy()]]
+    per_order = pay.groupby("ord")["installments"].max().dropna()
+    po_cust = cust[per_order.index.to_numpy()]
+    pc = cust[pay["ord"].to_numpy()]
+    pay_total = total(pc, pay["value"].to_numpy())
+    voucher_codes = np.flatnonzero(h.method_names == "voucher")
+    is_voucher = np.isin(pay["method"].to_numpy(), voucher_codes)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        voucher_share = np.where(pay_total > 0, total(pc, pay["value"].to_numpy() * is_voucher) / pay_total,
+                                 np.nan)
+    is_first = np.zeros(len(o), dtype=bool)
+    is_first[first_row] = True
+    fp = pay[is_first[pay["ord"].to_numpy()] & (pay["method"].to_numpy() >= 0)]
+    fp = fp.sort_values(["ord", "value"], ascending=[True, False], kind="stable").drop_duplicates("ord")
+    first_payment = np.full(n, None, dtype=object)
+    first_payment[cust[fp["ord"].to_numpy()]] = h.method_names[fp["method"].to_numpy()]
+
+    delivered_at = o["delivered_at"].to_numpy()
+    estimated_at = o["estimated_at"].to_numpy()
+    done = buy & ~np.isnat(delivered_at) & (delivered_at < end)
+    dc = cust[done]
+    delivery_days = (delivered_at[done] - o["purchased_at"].to_numpy()[done]) / np.timedelta64(1, "D")
+    est = done & ~np.isnat(estimated_at)
+    ec = cust[est]
+    late = (delivered_at[est].astype("datetime64[D]") > estimated_at[est].astype("datetime64[D]")).astype(float)
+    vs_estimate = (delivered_at[est] - estimated_at[est]) / np.timedelta64(1, "D")
+
+    rv = h.reviews
+    rv = rv[is_buy[rv["ord"].to_numpy()] & (rv["created_at"].to_numpy() < end)]
+    rc = cust[rv["ord"].to_numpy()]
+
+    frame = pd.DataFrame({
+        "orders": orders,
+        "revenue": revenue,
+        "avg_ticket": revenue / np.where(who, orders, 1),
+        "max_ticket": extreme(bc, rev, "max"),
+        "first_order_value": first_value,
+        "ticket_trend": ticket_trend,
+        "tenure_days": tenure,
+        "days_per_order": (tenure + 1) / np.where(who, orders, 1),
+        "items": items,
+        "items_per_order": items / np.where(who, orders, 1),
+        "products": distinct(ic, it["product"].to_numpy()),
+        "categories": distinct(ic, cat),
+        "sellers": distinct(ic, it["seller"].to_numpy()),
+        "avg_installments": mean(po_cust, per_order.to_numpy()),
+        "max_installments": extreme(po_cust, per_order.to_numpy(), "max"),
+        "voucher_share": voucher_share,
+        "late_share": mean(ec, late),
+        "avg_delivery_days": mean(dc, delivery_days),
+        "avg_days_vs_estimate": mean(ec, vs_estimate),
+        "avg_review": mean(rc, rv["score"].to_numpy()),
+        "min_review": extreme(rc, rv["score"].to_numpy(), "min"),
+        "freight": total(bc, o["freight"].to_numpy()[buy]),
+        "freight_share": np.nan,
+        "cancelled_orders": total(cust[placed & ~o["purchase"].to_numpy()]),
+        "state": h.state,
+        "region": h.region,
+        "top_category": top_category,
+        "first_payment": first_payment,
+    }, index=h.customer_ids)
+    frame = frame[who]
+    frame["freight_share"] = frame["freight"] / frame["revenue"].where(frame["revenue"] > 0)
+    for col in CATEGORICAL_FEATURES:
+        frame[col] = frame[col].astype(object).where(frame[col].notna(), None)
+    return frame[list(FEATURES)]
+
+
+def churn_labels(history: History, cutoff: dt.date, horizon_days: int,
+                 customers: pd.Index | None = None) -> pd.Series:
+    """1 when the customer made no purchase in (cutoff, cutoff + horizon_days], else 0.
+
+    For `customers` (default: everyone with a purchase on or before the cutoff).
+    """
+    o = history.orders
+    start = np.datetime64(end_of_day(cutoff))
+    stop = np.datetime64(end_of_day(cutoff + dt.timedelta(days=horizon_days)))
+    at = o["purchased_at"].to_numpy()
+    buy = o["purchase"].to_numpy()
+    cust = o["cust"].to_numpy()
+    if customers is None:
+        customers = history.customer_ids[np.unique(cust[buy & (at < start)])]
+    back = np.zeros(len(history.customer_ids), dtype=bool)
+    back[cust[buy & (at >= start) & (at < stop)]] = True
+    came_back = back[history.customer_ids.get_indexer(customers)]
+    return pd.Series(np.where(came_back, 0, 1), index=customers, name="churned")
+
+
+# --------------------------------------------------------------------------- models
+
+
+def _signed_log(x: np.ndarray) -> np.ndarray:
+    return np.sign(x) * np.log1p(np.abs(x))
+
+
+def usable_features(X: pd.DataFrame) -> tuple[str, ...]:
+    """The `FEATURES` that vary in X (a source without reviews or deliveries has none)."""
+    return tuple(c for c in FEATURES if X[c].nunique(dropna=True) >= 2)
+
+
+def single_thread():  # noqa: ANN201 - a context manager
+    """Limit OpenMP/BLAS to one thread while training.
+
+    Their worker threads spin while waiting: on a busy two-CPU host a gradient-boosting fit
+    took 14 s with two threads and 0.5 s with one.
+    """
+    return threadpool_limits(limits=1)
+
+
+def make_estimator(kind: str, seed: int, features: tuple[str, ...] = FEATURES) -> Pipeline:
+    """An unfitted pipeline over `features`: "hgb" (gradient boosting) or "logistic" (the baseline)."""
+    num = [c for c in NUMERIC_FEATURES if c in features]
+    cat = [c for c in CATEGORICAL_FEATURES if c in features]
+    if kind == "hgb":
+        prep = ColumnTransformer([
+            ("cat", OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=np.nan,
+                                   encoded_missing_value=np.nan, max_categories=MAX_CATEGORIES), cat),
+            ("num", "passthrough", num),
+        ])
+        model = HistGradientBoostingClassifier(
+            learning_rate=0.1, max_iter=200, max_leaf_nodes=15, min_samples_leaf=100,
+            l2_regularization=1.0, categorical_features=list(range(len(cat))),
+            early_stopping=True, validation_fraction=0.15, n_iter_no_change=10,
+            scoring="loss", random_state=seed,
+        )
+    elif kind == "logistic":
+        prep = ColumnTransformer([
+            ("cat", Pipeline([
+                ("fill", SimpleImputer(strategy="constant", fill_value="(none)")),
+                ("onehot", OneHotEncoder(handle_unknown="infrequent_if_exist", min_frequency=20,
+                                         max_categories=MAX_CATEGORIES)),
+            ]), cat),
+            ("num", Pipeline([
+                ("impute", SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True)),
+                ("log", FunctionTransformer(_signed_log)),
+                ("scale", StandardScaler()),
+            ]), num),
+        ])
+        # Strong L2: few customers come back on Olist (~0.6%), and weaker penalties overfit.
+        model = LogisticRegression(C=0.05, max_iter=2000)
+    else:
+        raise ValueError(f"unknown model kind {kind!r}")
+    return Pipeline([("prep", prep), ("model", model)])
+
+
+KINDS = ("hgb", "logistic")
+
+
+def fit_calibrated(kind: str, X: pd.DataFrame, y: pd.Series, seed: int,
+                   features: tuple[str, ...] | None = None) -> CalibratedClassifierCV:
+    """`make_estimator(kind)` with calibrated probabilities (3-fold CalibratedClassifierCV).
+
+    `features` defaults to the usable features of X; the fitted model's
+    `feature_names_in_` records them.
+    """
+    features = usable_features(X) if features is None else features
+    minority = int(min(y.sum(), len(y) - y.sum()))
+    method = "isotonic" if minority >= 500 else "sigmoid"
+    folds = StratifiedKFold(n_splits=CV_FOLDS, shuffle=True, random_state=seed)
+    model = CalibratedClassifierCV(make_estimator(kind, seed, features), method=method, cv=folds)
+    return model.fit(X[list(features)], y.to_numpy())
+
+
+def churn_probability(model: Any, X: pd.DataFrame) -> np.ndarray:
+    """P(churned) from a fitted classifier (class 1 = churned)."""
+    classes = list(model.classes_)
+    return model.predict_proba(X[list(model.feature_names_in_)])[:, classes.index(1)]
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """Quality of churn probabilities on one labelled set (churn = the positive class)."""
+
+    roc_auc: float
+    pr_auc: float
+    brier: float
+    lift_top_decile: float  # churn rate in the 10% most at risk / overall churn rate
+    churn_rate: float
+    customers: int
+
+    def to_dict(self) -> dict[str, float | int]:
+        return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in self.__dict__.items()}
+
+
+def score_metrics(y: np.ndarray | pd.Series, prob: np.ndarray) -> Metrics:
+    """ROC-AUC, PR-AUC, Brier score and top-decile lift of `prob` against labels `y` (1 = churn)."""
+    y = np.asarray(y, dtype=int)
+    prob = np.asarray(prob, dtype=float)
+    n = len(y)
+    top = max(int(np.ceil(n / 10)), 1)
+    order = np.argsort(-prob, kind="stable")
+    rate = float(y.mean())
+    return Metrics(
+        roc_auc=float(roc_auc_score(y, prob)),
+        pr_auc=float(average_precision_score(y, prob)),
+        brier=float(brier_score_loss(y, prob)),
+        lift_top_decile=float(y[order[:top]].mean() / rate) if rate > 0 else float("nan"),
+        churn_rate=rate,
+        customers=n,
+    )
+
+
+@dataclass(frozen=True, eq=False)
+class Evaluation:
+    """The out-of-time evaluation of the supervised churn model."""
+
+    as_of: dt.date
+    horizon_days: int
+    train_cutoff: dt.date  # c0: features at c0, labels in (c0, c1]
+    test_cutoff: dt.date  # c1: features at c1, labels in (c1, as_of]
+    kind: str  # the learner chosen by cross-validation on the training window
+    cv_auc: dict[str, float]  # mean 3-fold ROC-AUC on the training window, per learner
+    calibration: str
+    train_customers: int
+    train_churn_rate: float
+    test: Metrics
+    importance: pd.DataFrame  # feature, importance (mean ROC-AUC drop), std; largest first
+    seconds: float
+    features: tuple[str, ...] = FEATURES  # those used (a source may lack some, e.g. reviews)
+
+
+@dataclass(frozen=True, eq=False)
+class ChurnModel:
+    """A calibrated churn classifier ready to score, with its evaluation and model card."""
+
+    estimator: Any
+    evaluation: Evaluation | None  # None for a model loaded from the store (see its card)
+    card: dict[str, Any] = field(default_factory=dict)
+
+    def predict(self, features: pd.DataFrame) -> pd.Series:
+        """P(no purchase in the next H days) per customer of a `churn_features` frame."""
+        if features.empty:
+            return pd.Series([], dtype=float, index=features.index, name="churn_prob")
+        return pd.Series(churn_probability(self.estimator, features), index=features.index,
+                         name="churn_prob")
+
+
+def training_set(history: History, cutoff: dt.date, horizon_days: int) -> tuple[pd.DataFrame, pd.Series]:
+    """Features at `cutoff` and labels in (cutoff, cutoff + H]."""
+    X = churn_features(history, cutoff)
+    return X, churn_labels(history, cutoff, horizon_days, X.index)
+
+
+def _check_trainable(y: pd.Series, what: str) -> None:
+    churned = int(y.sum())
+    stayed = len(y) - churned
+    if min(churned, stayed) < MIN_CLASS_COUNT:
+        raise NotTrainable(
+            f"the supervised churn model needs at least {MIN_CLASS_COUNT} customers who came back "
+            f"and {MIN_CLASS_COUNT} who did not in the {what}; it has {stayed:,} and {churned:,}"
+        )
+
+
+def cutoffs(as_of: dt.date, horizon_days: int) -> tuple[dt.date, dt.date]:
+    """(c0, c1) = (as_of - 2H, as_of - H)."""
+    h = dt.timedelta(days=horizon_days)
+    return as_of - 2 * h, as_of - h
+
+
+def choose_kind(X: pd.DataFrame, y: pd.Series, seed: int) -> tuple[str, dict[str, float]]:
+    """The learner with the best stratified 3-fold ROC-AUC on (X, y), and every score."""
+    folds = StratifiedKFold(n_splits=CV_FOLDS, shuffle=True, random_state=seed)
+    features = usable_features(X)
+    scores = {
+        kind: float(np.mean(cross_val_score(make_estimator(kind, seed, features), X[list(features)],
+                                            y.to_numpy(), scoring="roc_auc", cv=folds)))
+        for kind in KINDS
+    }
+    return max(KINDS, key=lambda k: (scores[k], k == "logistic")), scores
+
+
+def evaluate_churn_model(history: History, as_of: dt.date, horizon_days: int, seed: int,
+                         kinds: tuple[str, ...] = KINDS) -> tuple[Evaluation, Any]:
+    """Out-of-time evaluation (train at c0, test at c1); returns it and the c0 model."""
+    with single_thread():
+        return _evaluate(history, as_of, horizon_days, seed, kinds)
+
+
+def _evaluate(history: History, as_of: dt.date, horizon_days: int, seed: int,
+              kinds: tuple[str, ...]) -> tuple[Evaluation, Any]:
+    started = time.perf_counter()
+    c0, c1 = cutoffs(as_of, horizon_days)
+    X0, y0 = training_set(history, c0, horizon_days)
+    _check_trainable(y0, f"training window ({c0} + {horizon_days} days)")
+    X1, y1 = training_set(history, c1, horizon_days)
+    _check_trainable(y1, f"test window ({c1} + {horizon_days} days)")
+    if len(kinds) > 1:
+        kind, cv_auc = choose_kind(X0, y0, seed)
+    else:
+        kind, cv_auc = kinds[0], {}
+    model = fit_calibrated(kind, X0, y0, seed)
+    prob = churn_probability(model, X1)
+    test = score_metrics(y1, prob)
+    importance = feature_importance(model, X1, y1, seed)
+    evaluation = Evaluation(
+        as_of=as_of, horizon_days=horizon_days, train_cutoff=c0, test_cutoff=c1, kind=kind,
+        cv_auc=cv_auc, calibration=model.method, train_customers=len(y0),
+        train_churn_rate=float(y0.mean()), test=test, importance=importance,
+        seconds=time.perf_counter() - started, features=tuple(model.feature_names_in_),
+    )
+    return evaluation, model
+
+
+def feature_importance(model: Any, X: pd.DataFrame, y: pd.Series, seed: int) -> pd.DataFrame:
+    """Permutation importance on (X, y): mean ROC-AUC drop when a feature is shuffled.
+
+    Runs on at most `IMPORTANCE_MAX_ROWS` rows: every customer of the rarer class (up to
+    half of them) plus a random sample of the other. ROC-AUC does not depend on the class
+    ratio, so the sample keeps the score while making the rare class count.
+    """
+    rows = importance_sample(y.to_numpy(), IMPORTANCE_MAX_ROWS, seed)
+    features = list(model.feature_names_in_)
+    result = permutation_importance(
+        model, X.iloc[rows][features], y.to_numpy()[rows], scoring="roc_auc",
+        n_repeats=IMPORTANCE_REPEATS, random_state=seed,
+    )
+    frame = pd.DataFrame({"feature": features, "importance": result.importances_mean,
+                          "std": result.importances_std})
+    return frame.sort_values(["importance", "feature"], ascending=[False, True], ignore_index=True)
+
+
+def importance_sample(y: np.ndarray, limit: int, seed: int) -> np.ndarray:
+    """Sorted row positions: all of the rarer class (at most limit/2), the rest from the other."""
+    if len(y) <= limit:
+        return np.arange(len(y))
+    rng = np.random.default_rng(seed)
+    rare_label = int(y.mean() > 0.5) ^ 1
+    rare, common = np.flatnonzero(y == rare_label), np.flatnonzero(y != rare_label)
+    rare = rng.choice(rare, min(len(rare), limit // 2), replace=False)
+    common = rng.choice(common, min(len(common), limit - len(rare)), replace=False)
+    return np.sort(np.concatenate([rare, common]))
+
+
+def train_churn_model(history: History, as_of: dt.date, horizon_days: int, seed: int,
+                      kinds: tuple[str, ...] = KINDS) -> ChurnModel:
+    """Evaluate out of time, then fit the chosen learner at c1 for scoring at `as_of`.
+
+    Raises NotTrainable when a window lacks customers of either class.
+    """
+    started = time.perf_counter()
+    evaluation, _ = evaluate_churn_model(history, as_of, horizon_days, seed, kinds)
+    _, c1 = cutoffs(as_of, horizon_days)
+    X1, y1 = training_set(history, c1, horizon_days)
+    with single_thread():
+        estimator = fit_calibrated(evaluation.kind, X1, y1, seed, evaluation.features)
+    seconds = time.perf_counter() - started
+    card = model_card(evaluation, history, final_customers=len(y1),
+                      final_churn_rate=float(y1.mean()), seconds=seconds)
+    card["final_training"]["calibration"] = estimator.method
+    return ChurnModel(estimator=estimator, evaluation=evaluation, card=card)
+
+
+def model_card(evaluation: Evaluation, history: History, *, final_customers: int,
+               final_churn_rate: float, seconds: float) -> dict[str, Any]:
+    """The JSON-ready description of a trained model (version and fingerprint added on save)."""
+    import sklearn
+
+    e = evaluation
+    return {
+        "name": "churn",
+        "kind": e.kind,
+        "learner": {"hgb": "HistGradientBoostingClassifier",
+                    "logistic": "LogisticRegression"}[e.kind],
+        "calibration": f"CalibratedClassifierCV({e.calibration}, {CV_FOLDS}-fold)",
+        "label": LABEL_DEFINITION.format(h=e.horizon_days),
+        "horizon_days": e.horizon_days,
+        "as_of": e.as_of.isoformat(),
+        "data_range": {"first_order": _iso(history.first_order), "last_order": _iso(history.last_order)},
+        "cutoffs": {"train": e.train_cutoff.isoformat(), "test": e.test_cutoff.isoformat(),
+                    "final": e.test_cutoff.isoformat(), "scoring": e.as_of.isoformat()},
+        "selection": {"cv_folds": CV_FOLDS, "cv_roc_auc": {k: round(v, 4) for k, v in e.cv_auc.items()}},
+        "metrics": {**e.test.to_dict(), "train_customers": e.train_customers,
+                    "train_churn_rate": round(e.train_churn_rate, 6)},
+        "final_training": {"customers": final_customers, "churn_rate": round(final_churn_rate, 6)},
+        "features": list(e.features),
+        "features_without_data": [f for f in FEATURES if f not in e.features],
+        "excluded_features": list(EXCLUDED_FEATURES),
+        "importance": [{"feature": r.feature, "importance": round(float(r.importance), 5),
+                        "std": round(float(r.std), 5)} for r in e.importance.itertuples()],
+        "training_seconds": round(seconds, 2),
+        "sklearn": sklearn.__version__,
+    }
+
+
+def _iso(day: dt.date | None) -> str | None:
+    return None if day is None else day.isoformat()

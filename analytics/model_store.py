@@ -1,0 +1,120 @@
+"""Trained models in the store: a joblib blob plus a JSON model card, one row per name.
+
+The `models` table keeps the latest model of each name ("churn" for the supervised churn
+model, "clv" for the BG/NBD + Gamma-Gamma fit, which has a card and no blob). A card is
+plain JSON: what was trained, on which data (range and fingerprint), the cutoffs, the
+metrics and the features; `save_model` adds `version`, `trained_at` and
+`data_fingerprint`. The blob is a joblib (pickle) dump: load it only from your own store.
+
+`data_fingerprint` is the cheap summary that decides whether the data changed since a
+model was trained (the refresh retrains only then); it is also written to `meta` under
+`FINGERPRINT_META_KEY`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import io
+import json
+from typing import Any
+
+import joblib
+from sqlalchemy import Engine, case, func, select
+
+from storage import schema
+from storage.store import NON_PURCHASE_STATUSES, set_meta
+
+M = schema.models
+FINGERPRINT_META_KEY = "churn_model_fingerprint"
+
+
+def data_fingerprint(engine: Engine) -> str:
+    """A short hash of the canonical tables: row counts, order time range, revenue, purchases.
+
+    Loading, deleting or changing orders (status or value) changes it; it costs a few
+    aggregate queries, not a read of the data.
+    """
+    orders = schema.orders
+    parts: dict[str, Any] = {}
+    with engine.connect() as conn:
+        for table in schema.CANONICAL_TABLES:
+            parts[table.name] = int(conn.execute(select(func.count()).select_from(table)).scalar())
+        lo, hi, revenue, purchases = conn.execute(select(
+            func.min(orders.c.purchased_at), func.max(orders.c.purchased_at),
+            func.sum(orders.c.items_value + orders.c.freight_value),
+            func.sum(case((orders.c.status.in_(NON_PURCHASE_STATUSES), 0), else_=1)),
+        )).one()
+        reviews = conn.execute(select(func.sum(schema.reviews.c.score))).scalar()
+        delivered = conn.execute(select(func.count(orders.c.delivered_at))).scalar()
+    parts.update(
+        first=_iso(lo), last=_iso(hi), revenue=round(float(revenue or 0.0), 2),
+        purchases=int(purchases or 0), review_points=int(reviews or 0),
+        delivered=int(delivered or 0),
+    )
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _iso(value: Any) -> str | None:
+    if value is None:
+        return None
+    return value.isoformat() if hasattr(value, "isoformat") else str(value)[:19]
+
+
+def save_model(engine: Engine, name: str, card: dict[str, Any], model: Any = None,
+               *, fingerprint: str | None = None) -> dict[str, Any]:
+    """Store `model` (joblib) and `card` under `name`, replacing the previous one.
+
+    Returns the card as stored, with `version`, `trained_at` and `data_fingerprint` set.
+    """
+    fingerprint = fingerprint or data_fingerprint(engine)
+    now = dt.datetime.now().replace(microsecond=0)
+    card = dict(card)
+    card.setdefault("name", name)
+    card["data_fingerprint"] = fingerprint
+    card["trained_at"] = now.isoformat()
+    card["version"] = model_version(name, card, fingerprint)
+    blob = None
+    if model is not None:
+        buffer = io.BytesIO()
+        joblib.dump(model, buffer, compress=3)
+        blob = buffer.getvalue()
+    text = json.dumps(card, sort_keys=False, default=_json_default)
+    with engine.begin() as conn:
+        conn.execute(M.delete().where(M.c.name == name))
+        conn.execute(M.insert().values(name=name, version=card["version"], created_at=now,
+                                       card=text, blob=blob))
+        if name == "churn":
+            set_meta(conn, FINGERPRINT_META_KEY, fingerprint)
+    return json.loads(text)
+
+
+def model_version(name: str, card: dict[str, Any], fingerprint: str) -> str:
+    """"churn-logistic-2018-08-29-1a2b3c4d": name, kind, as-of and data fingerprint."""
+    parts = [name, str(card.get("kind") or card.get("status") or "model"), str(card.get("as_of") or ""),
+             fingerprint[:8]]
+    return "-".join(p for p in parts if p)[:64]
+
+
+def load_card(engine: Engine, name: str) -> dict[str, Any] | None:
+    """The stored card of model `name`, or None."""
+    with engine.connect() as conn:
+        text = conn.execute(select(M.c.card).where(M.c.name == name)).scalar()
+    return None if text is None else json.loads(text)
+
+
+def load_model(engine: Engine, name: str) -> tuple[dict[str, Any], Any] | None:
+    """(card, model) of `name`, or None when there is none (or it has no blob)."""
+    with engine.connect() as conn:
+        row = conn.execute(select(M.c.card, M.c.blob).where(M.c.name == name)).first()
+    if row is None or row.blob is None:
+        return None
+    return json.loads(row.card), joblib.load(io.BytesIO(bytes(row.blob)))
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, dt.date | dt.datetime):
+        return obj.isoformat()
+    if hasattr(obj, "item"):  # numpy scalar
+        return obj.item()
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")

@@ -1,0 +1,528 @@
+"""Churn risk per customer, the at-risk list and its CSV — plain data, no Slack.
+
+**Scores** (written to `customer_scores` by `RiskScorer` during the refresh, horizon H):
+- `churn_prob` = P(no purchase in the next H days). From the supervised model
+  (`analytics.churn`, `churn_source` = "supervised") when it can be trained; otherwise from
+  BG/NBD (`churn_source` = "bgnbd"): 1 − P(alive) · (1 − ((α+T)/(α+T+H))^(r+x)), the
+  model's probability of the same event. This is 1 − P(alive) corrected for the horizon: a
+  customer who is alive may still make no purchase in H days, and BG/NBD puts P(alive) = 1
+  for every one-time buyer, so plain 1 − P(alive) would call 97% of Olist customers
+  risk-free although 99% of them do not come back within 90 days.
+- `p_alive`, `expected_purchases` (next H days), `expected_spend` (per order, Gamma-Gamma)
+  and `clv` (expected spend over the next H days, discounted yearly at `discount_rate`)
+  from BG/NBD + Gamma-Gamma fitted on all purchases up to as-of (`analytics.clv`).
+- expected future value = `clv` when BG/NBD and Gamma-Gamma converge, otherwise the
+  customer's historical spend per H days: revenue × H / max(days since first purchase + 1, H).
+- `value_at_risk` = churn_prob × expected future value: the spend of the next H days that
+  is expected to be lost. At-risk lists are ranked by it, not by probability.
+- `risk_band`: "high" when churn_prob ≥ `risk_high`, "medium" when ≥ `risk_medium`, else
+  "low" (no band without a probability).
+A BG/NBD fit that does not converge is reported (model card "clv", meta "risk_scoring")
+and the scores fall back as above — never silently.
+
+**At risk** means risk band "high", or churn_prob ≥ `min_prob` when one is given.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import Engine, Select, and_, func, select
+
+from analytics.churn import (
+    ChurnModel,
+    History,
+    NotTrainable,
+    churn_features,
+    read_history,
+    train_churn_model,
+)
+from analytics.clv import (
+    BetaGeoFitter,
+    ConvergenceError,
+    GammaGammaFitter,
+    customer_lifetime_value,
+    rfm_summary,
+)
+from analytics.errors import NotAvailable
+from analytics.model_store import data_fingerprint, load_card, load_model, save_model
+from analytics.periods import end_of_day
+from analytics.results import Result
+from storage import schema
+from storage.geography import ALL, Place
+from storage.store import get_meta, set_meta
+
+S, F = schema.customer_scores, schema.customer_features
+BANDS = ("high", "medium", "low")
+AT_RISK_BAND = "high"
+SCORING_META_KEY = "risk_scoring"
+CARD_FORMAT = 1  # bump when the card or the model's inputs change: forces a retrain
+
+EXPORT_COLUMNS: tuple[str, ...] = (
+    "customer_id", "state", "region", "segment", "last_purchase", "orders", "revenue",
+    "churn_probability", "expected_value_at_risk", "recommended_action",
+)
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+
+# --------------------------------------------------------------------------- scores
+
+
+def risk_band(prob: np.ndarray | pd.Series, high: float, medium: float) -> np.ndarray:
+    """"high" (≥ high), "medium" (≥ medium), "low", or None where prob is missing."""
+    if not 0 < medium < high < 1:
+        raise ValueError(f"need 0 < medium < high < 1, got medium={medium}, high={high}")
+    p = np.asarray(prob, dtype=float)
+    band = np.where(p >= high, "high", np.where(p >= medium, "medium", "low")).astype(object)
+    band[np.isnan(p)] = None
+    return band
+
+
+def historical_value(revenue: np.ndarray | pd.Series, tenure_days: np.ndarray | pd.Series,
+                     horizon_days: int) -> np.ndarray:
+    """A customer's spend per `horizon_days` so far: revenue × H / max(tenure + 1, H)."""
+    days = np.maximum(np.asarray(tenure_days, dtype=float) + 1, horizon_days)
+    return np.asarray(revenue, dtype=float) * horizon_days / days
+
+
+@dataclass(frozen=True, eq=False)
+class ProbabilisticScores:
+    """BG/NBD + Gamma-Gamma per customer (index customer_id) and the fitted parameters."""
+
+    scores: pd.DataFrame  # p_alive, expected_purchases, expected_spend, clv, churn_prob
+    bgnbd: dict[str, float]
+    gamma_gamma: dict[str, float]
+    customers: int
+    repeat_buyers: int
+
+
+def probabilistic_scores(history: History, as_of: dt.date, horizon_days: int,
+                         discount_rate: float) -> ProbabilisticScores:
+    """Fit BG/NBD and Gamma-Gamma (time in days) on purchases up to `as_of`; score everyone.
+
+    Raises ConvergenceError when either fit fails. Repeat buyers whose repeat orders are
+    worth nothing (refunds, gifts) are left out of the Gamma-Gamma fit and predicted with a
+    repeat spend of 0.
+    """
+    o = history.orders
+    buys = o[o["purchase"].to_numpy() & (o["purchased_at"].to_numpy() < np.datetime64(end_of_day(as_of)))]
+    if buys.empty:
+        raise ConvergenceError("no purchases to fit BG/NBD on")
+    tx = pd.DataFrame({"customer": history.customer_ids[buys["cust"].to_numpy()],
+                       "at": buys["purchased_at"].to_numpy(), "value": buys["revenue"].to_numpy()})
+    summary = rfm_summary(tx, "customer", "at", "value", as_of, period_days=1)
+    bgf = BetaGeoFitter().fit(summary)
+    usable = ~((summary["frequency"] > 0) & (summary["monetary_value"] <= 0))
+    ggf = GammaGammaFitter().fit(summary[usable])
+    predict = summary.assign(monetary_value=summary["monetary_value"].clip(lower=0.0))
+    p_alive = bgf.predict_alive(predict)
+    r, alpha = bgf.params_["r"], bgf.params_["alpha"]
+    t_cal, x = predict["T"].to_numpy(dtype=float), predict["frequency"].to_numpy(dtype=float)
+    none_in_window = ((alpha + t_cal) / (alpha + t_cal + horizon_days)) ** (r + x)
+    scores = pd.DataFrame({
+        "p_alive": p_alive,
+        "expected_purchases": bgf.expected_purchases(horizon_days, predict),
+        "expected_spend": ggf.conditional_expected_spend(predict),
+        "clv": customer_lifetime_value(bgf, ggf, predict, horizon_days, discount_rate, period_days=1),
+        "churn_prob": 1.0 - p_alive * (1.0 - none_in_window),
+    }, index=summary.index.rename("customer_id"))
+    if not np.isfinite(scores.to_numpy(dtype=float)).all():
+        raise ConvergenceError("BG/NBD or Gamma-Gamma gave non-finite predictions")
+    return ProbabilisticScores(scores, dict(bgf.params_), dict(ggf.params_), len(summary),
+                               int((summary["frequency"] > 0).sum()))
+
+
+def combine_scores(features: pd.DataFrame, supervised: pd.Series | None,
+                   probabilistic: pd.DataFrame | None, *, horizon_days: int, risk_high: float,
+                   risk_medium: float) -> pd.DataFrame:
+    """The scorer's columns per customer of `features` (index customer_id, with `revenue`
+    and `tenure_days`), following the module docstring's fallbacks."""
+    index = features.index
+    prob = (probabilistic.reindex(index) if probabilistic is not None
+            else pd.DataFrame(np.nan, index=index, columns=["p_alive", "expected_purchases",
+                                                            "expected_spend", "clv", "churn_prob"]))
+    sup = supervised.reindex(index) if supervised is not None else pd.Series(np.nan, index=index)
+    churn = sup.where(sup.notna(), prob["churn_prob"])
+    source = np.where(sup.notna(), "supervised", np.where(prob["churn_prob"].notna(), "bgnbd", None))
+    future = prob["clv"].where(prob["clv"].notna(),
+                               pd.Series(historical_value(features["revenue"], features["tenure_days"],
+                                                          horizon_days), index=index))
+    out = pd.DataFrame({
+        "churn_prob": churn.astype(float),
+        "churn_source": source.astype(object),
+        "p_alive": prob["p_alive"].astype(float),
+        "expected_purchases": prob["expected_purchases"].astype(float),
+        "expected_spend": prob["expected_spend"].astype(float),
+        "clv": prob["clv"].astype(float),
+        "value_at_risk": (churn * future).astype(float),
+        "risk_band": risk_band(churn, risk_high, risk_medium),
+    }, index=index)
+    out.index.name = "customer_id"
+    return out
+
+
+# --------------------------------------------------------------------------- the refresh scorer
+
+
+class RiskScorer:
+    """The refresh scorer: supervised churn model, BG/NBD + Gamma-Gamma, value at risk, bands.
+
+    Call signature is the refresh's: ``scorer(engine, features, scores, as_of)``. The
+    supervised model is retrained only when the data fingerprint, the as-of date, the
+    horizon or the seed differ from the stored model card's (`retrain=True` forces it).
+    After a call, `version` names the models used and `last_run` describes what happened.
+    """
+
+    __name__ = "churn_risk"
+
+    def __init__(self, horizon_days: int = 90, seed: int = 42, *, discount_rate: float = 0.10,
+                 risk_high: float = 0.70, risk_medium: float = 0.40, retrain: bool = False):
+        risk_band(np.array([0.5]), risk_high, risk_medium)  # validates the thresholds
+        self.horizon_days = horizon_days
+        self.seed = seed
+        self.discount_rate = discount_rate
+        self.risk_high = risk_high
+        self.risk_medium = risk_medium
+        self.retrain = retrain
+        self.version = "churn-risk"
+        self.last_run: dict[str, Any] = {}
+
+    def __call__(self, engine: Engine, features: pd.DataFrame | None, scores: pd.DataFrame | None,
+                 as_of: dt.date) -> pd.DataFrame:
+        history = read_history(engine)
+        fingerprint = data_fingerprint(engine)
+        X = churn_features(history, as_of)
+        model, churn_card = self._supervised(engine, history, as_of, fingerprint)
+        supervised = model.predict(X) if model is not None else None
+        try:
+            prob = probabilistic_scores(history, as_of, self.horizon_days, self.discount_rate)
+            clv_card = {"status": "ok", "as_of": as_of.isoformat(), "horizon_days": self.horizon_days,
+                        "discount_rate": self.discount_rate, "bgnbd": prob.bgnbd,
+                        "gamma_gamma": prob.gamma_gamma, "customers": prob.customers,
+                        "repeat_buyers": prob.repeat_buyers, "time_unit": "day"}
+            prob_scores = prob.scores
+        except (ConvergenceError, ValueError) as exc:
+            clv_card = {"status": "failed", "as_of": as_of.isoformat(), "horizon_days": self.horizon_days,
+                        "reason": f"{type(exc).__name__}: {exc}"}
+            prob_scores = None
+        clv_card = save_model(engine, "clv", {"name": "clv", "kind": "bgnbd-gg", **clv_card},
+                              fingerprint=fingerprint)
+        out = combine_scores(X, supervised, prob_scores, horizon_days=self.horizon_days,
+                             risk_high=self.risk_high, risk_medium=self.risk_medium)
+        sources = {str(k): int(v) for k, v in out["churn_source"].value_counts().items()}
+        self.last_run = {
+            "as_of": as_of.isoformat(), "horizon_days": self.horizon_days,
+            "discount_rate": self.discount_rate, "risk_high": self.risk_high,
+            "risk_medium": self.risk_medium, "customers": len(out), "churn_source": sources,
+            "supervised": _card_summary(churn_card),
+            "bgnbd": {"status": clv_card["status"], "reason": clv_card.get("reason"),
+                      "version": clv_card.get("version")},
+            "future_value": "clv" if prob_scores is not None else "historical",
+        }
+        with engine.begin() as conn:
+            set_meta(conn, SCORING_META_KEY, self.last_run)
+        kind = churn_card.get("kind") if model is not None else "bgnbd"
+        self.version = f"cr-{kind}-{fingerprint[:8]}"
+        return out.reset_index()
+
+    def _supervised(self, engine: Engine, history: History, as_of: dt.date,
+                    fingerprint: str) -> tuple[ChurnModel | None, dict[str, Any]]:
+        """The stored model when it is current, else a freshly trained (and stored) one."""
+        wanted = {"as_of": as_of.isoformat(), "horizon_days": self.horizon_days, "seed": self.seed,
+                  "format": CARD_FORMAT, "data_fingerprint": fingerprint}
+        card = load_card(engine, "churn")
+        current = card is not None and all(card.get(k) == v for k, v in wanted.items())
+        if current and not self.retrain:
+            if card.get("status") == "unavailable":
+                return None, card
+            stored = load_model(engine, "churn")
+            if stored is not None:
+                return ChurnModel(estimator=stored[1], evaluation=None, card=stored[0]), stored[0]
+        try:
+            model = train_churn_model(history, as_of, self.horizon_days, self.seed)
+        except NotTrainable as exc:
+            card = save_model(engine, "churn", {
+                "name": "churn", "status": "unavailable", "reason": str(exc),
+                **{k: v for k, v in wanted.items() if k != "data_fingerprint"},
+            }, fingerprint=fingerprint)
+            return None, card
+        card = save_model(engine, "churn", {**model.card, "status": "ok", "seed": self.seed,
+                                            "format": CARD_FORMAT}, model.estimator,
+                          fingerprint=fingerprint)
+        return ChurnModel(estimator=model.estimator, evaluation=model.evaluation, card=card), card
+
+
+def _card_summary(card: dict[str, Any]) -> dict[str, Any]:
+    metrics = card.get("metrics") or {}
+    return {"status": card.get("status"), "version": card.get("version"), "kind": card.get("kind"),
+            "roc_auc": metrics.get("roc_auc"), "reason": card.get("reason")}
+
+
+def default_scorers(horizon_days: int = 90, seed: int = 42, *, discount_rate: float = 0.10,
+                    risk_high: float = 0.70, risk_medium: float = 0.40) -> tuple[RiskScorer, ...]:
+    """The scorers a refresh runs (pass the settings' values)."""
+    return (RiskScorer(horizon_days, seed, discount_rate=discount_rate, risk_high=risk_high,
+                       risk_medium=risk_medium),)
+
+
+def scoring_info(engine: Engine) -> dict[str, Any] | None:
+    """What the last scoring run did (sources, model versions, fallbacks), or None."""
+    return get_meta(engine, SCORING_META_KEY)
+
+
+# --------------------------------------------------------------------------- recommended action
+
+_WIN_BACK = "Personal win-back: contact them directly with an exclusive offer."
+_NURTURE = "Targeted offer on related categories before they lapse."
+_SECOND_ORDER = "Second-order incentive: free shipping or a discount on the next order."
+_REACTIVATE = "Low-cost reactivation email with a discount; stop if there is no response."
+SEGMENT_ACTIONS: dict[str, str] = {
+    "Champions": _WIN_BACK, "Loyal": _WIN_BACK, "Can't Lose Them": _WIN_BACK, "At Risk": _WIN_BACK,
+    "Potential Loyalist": _NURTURE, "Need Attention": _NURTURE,
+    "New": _SECOND_ORDER, "Promising": _SECOND_ORDER,
+    "About to Sleep": _REACTIVATE, "Hibernating": _REACTIVATE, "Lost": _REACTIVATE,
+}
+
+
+def recommended_action(segment: str | None, band: str | None) -> str:
+    """What to do about a customer: by RFM segment when the risk band is high, the same
+    in the next campaign when it is medium, nothing special when it is low."""
+    if band not in ("high", "medium"):
+        return "No action: keep in regular campaigns."
+    action = SEGMENT_ACTIONS.get(segment or "", _NURTURE)
+    return action if band == "high" else f"Next campaign: {action[0].lower()}{action[1:]}"
+
+
+# --------------------------------------------------------------------------- at-risk queries
+
+
+@dataclass(frozen=True)
+class RiskFilter:
+    """Who an at-risk list is about: a place, an RFM segment and a probability floor."""
+
+    place: Place = ALL
+    segment: str | None = None
+    min_prob: float | None = None  # None: risk band "high"
+
+    def base_clause(self) -> Any:
+        """WHERE for the scored customers in the place and segment (the base)."""
+        clauses = [S.c.customer_id == F.c.customer_id]
+        if not self.place.is_all:
+            clauses.append(F.c[self.place.kind] == self.place.value)
+        if self.segment:
+            clauses.append(S.c.segment == self.segment)
+        return and_(*clauses)
+
+    def risk_clause(self) -> Any:
+        if self.min_prob is not None:
+            return S.c.churn_prob >= self.min_prob
+        return S.c.risk_band == AT_RISK_BAND
+
+
+@dataclass(frozen=True, eq=False)
+class AtRisk(Result):
+    """Customers at risk for a filter: the figures, the top of the list, risk by group."""
+
+    filter: RiskFilter
+    customers: int  # scored customers in the place and segment (the base)
+    at_risk: int
+    value_at_risk: float  # Σ expected value at risk of the customers at risk
+    revenue: float  # Σ historical revenue of the customers at risk
+    top: pd.DataFrame  # EXPORT_COLUMNS + risk_band, churn_source; ranked by value at risk
+    by_group: pd.DataFrame  # group, customers at risk, value_at_risk (largest first)
+    group_level: str  # "state" or "segment"
+    sources: dict[str, int] = field(default_factory=dict)  # churn_source -> customers (base)
+
+    @property
+    def share(self) -> float | None:
+        return self.at_risk / self.customers if self.customers else None
+
+
+def scores_available(engine: Engine) -> bool:
+    """Whether the last refresh wrote churn probabilities."""
+    with engine.connect() as conn:
+        return conn.execute(select(S.c.customer_id).where(S.c.churn_prob.is_not(None)).limit(1)).first() is not None
+
+
+def _why_no_scores(engine: Engine) -> str:
+    info = scoring_info(engine) or {}
+    if not info.get("customers"):
+        return ("There are no churn scores yet: run `pulse refresh` (it trains the churn model "
+                "and scores every customer).")
+    sup, bg = info.get("supervised") or {}, info.get("bgnbd") or {}
+    return ("There are no churn probabilities: the supervised churn model could not be trained "
+            f"({sup.get('reason')}) and BG/NBD did not converge ({bg.get('reason')}). More "
+            "purchase history (customers who come back) is needed.")
+
+
+def scores_as_of(engine: Engine) -> dt.date | None:
+    with engine.connect() as conn:
+        value = conn.execute(select(func.max(S.c.as_of))).scalar()
+    if value is None or isinstance(value, dt.date):
+        return value
+    return dt.date.fromisoformat(str(value)[:10])
+
+
+def at_risk(engine: Engine, risk_filter: RiskFilter = RiskFilter(), *, top: int = 10) -> AtRisk:
+    """Figures, the `top` customers by value at risk and value at risk per state (or, for
+    one state, per RFM segment). Raises NotAvailable before churn scores exist."""
+    if not scores_available(engine):
+        raise NotAvailable(_why_no_scores(engine))
+    base, risky = risk_filter.base_clause(), risk_filter.risk_clause()
+    with engine.connect() as conn:
+        customers = int(conn.execute(select(func.count()).select_from(S).join(F, S.c.customer_id == F.c.customer_id)
+                                     .where(base)).scalar())
+        n, var, revenue = conn.execute(
+            select(func.count(), func.sum(S.c.value_at_risk), func.sum(F.c.revenue))
+            .select_from(S).join(F, S.c.customer_id == F.c.customer_id).where(base, risky)
+        ).one()
+        sources = dict(conn.execute(
+            select(S.c.churn_source, func.count()).select_from(S)
+            .join(F, S.c.customer_id == F.c.customer_id).where(base).group_by(S.c.churn_source)
+        ).all())
+        level = "segment" if risk_filter.place.kind == "state" else "state"
+        group_col = S.c.segment if level == "segment" else F.c.state
+        groups = conn.execute(
+            select(group_col.label("group"), func.count().label("at_risk"),
+                   func.sum(S.c.value_at_risk).label("value_at_risk"))
+            .select_from(S).join(F, S.c.customer_id == F.c.customer_id).where(base, risky)
+            .group_by(group_col)
+        ).all()
+    by_group = pd.DataFrame([tuple(g) for g in groups], columns=["group", "at_risk", "value_at_risk"])
+    by_group["group"] = by_group["group"].fillna("(unknown)")
+    by_group = by_group.astype({"at_risk": "int64", "value_at_risk": float})
+    by_group = by_group.sort_values(["value_at_risk", "group"], ascending=[False, True], ignore_index=True)
+    top_rows = at_risk_frame(engine, risk_filter, limit=top) if top > 0 else _empty_rows()
+    return AtRisk(
+        as_of=scores_as_of(engine), place=risk_filter.place, filter=risk_filter, customers=customers,
+        at_risk=int(n), value_at_risk=float(var or 0.0), revenue=float(revenue or 0.0),
+        top=top_rows, by_group=by_group, group_level=level,
+        sources={str(k): int(v) for k, v in sources.items() if k is not None},
+    )
+
+
+def at_risk_query(risk_filter: RiskFilter, limit: int | None = None) -> Select:
+    """The customers at risk, ranked by value at risk (then customer id)."""
+    stmt = (
+        select(S.c.customer_id, F.c.state, F.c.region, S.c.segment, F.c.last_purchase, F.c.orders,
+               F.c.revenue, S.c.churn_prob, S.c.value_at_risk, S.c.risk_band, S.c.churn_source)
+        .select_from(S).join(F, S.c.customer_id == F.c.customer_id)
+        .where(risk_filter.base_clause(), risk_filter.risk_clause())
+        .order_by(S.c.value_at_risk.desc().nulls_last(), S.c.customer_id)
+    )
+    return stmt if limit is None else stmt.limit(limit)
+
+
+def _rows_frame(rows: list[tuple]) -> pd.DataFrame:
+    frame = pd.DataFrame(rows, columns=["customer_id", "state", "region", "segment", "last_purchase",
+                                        "orders", "revenue", "churn_probability",
+                                        "expected_value_at_risk", "risk_band", "churn_source"])
+    frame["last_purchase"] = pd.to_datetime(frame["last_purchase"], format="ISO8601")
+    frame["recommended_action"] = [recommended_action(s, b) for s, b in
+                                   zip(frame["segment"], frame["risk_band"], strict=True)]
+    return frame[[*EXPORT_COLUMNS, "risk_band", "churn_source"]]
+
+
+def _empty_rows() -> pd.DataFrame:
+    return _rows_frame([])
+
+
+def at_risk_frame(engine: Engine, risk_filter: RiskFilter, limit: int | None = None) -> pd.DataFrame:
+    """The ranked at-risk rows (EXPORT_COLUMNS + risk_band, churn_source) as a DataFrame."""
+    with engine.connect() as conn:
+        rows = [tuple(r) for r in conn.execute(at_risk_query(risk_filter, limit))]
+    return _rows_frame(rows)
+
+
+def count_at_risk(engine: Engine, risk_filter: RiskFilter) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(
+            select(func.count()).select_from(S).join(F, S.c.customer_id == F.c.customer_id)
+            .where(risk_filter.base_clause(), risk_filter.risk_clause())
+        ).scalar())
+
+
+# --------------------------------------------------------------------------- CSV
+
+
+def neutralise(value: Any) -> Any:
+    """A text cell that a spreadsheet would run as a formula (=, +, -, @, tab, CR first)
+    gets a leading apostrophe; other values are returned unchanged."""
+    if isinstance(value, str) and value.startswith(FORMULA_PREFIXES):
+        return "'" + value
+    return value
+
+
+def _csv_row(row: tuple) -> list[Any]:
+    (customer_id, state, region, segment, last_purchase, orders, revenue, prob, var,
+     band, _source) = row
+    return [
+        neutralise(str(customer_id)), neutralise(state or ""), neutralise(region or ""),
+        neutralise(segment or ""), _day(last_purchase), "" if orders is None else int(orders),
+        _money(revenue), "" if prob is None else f"{float(prob):.4f}", _money(var),
+        neutralise(recommended_action(segment, band)),
+    ]
+
+
+def _day(value: Any) -> str:
+    if value is None:
+        return ""
+    return value.date().isoformat() if isinstance(value, dt.datetime) else str(value)[:10]
+
+
+def _money(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return f"{float(value):.2f}"
+
+
+def iter_at_risk_csv(engine: Engine, risk_filter: RiskFilter, limit: int | None = None,
+                     chunk_rows: int = 5_000) -> Iterator[bytes]:
+    """The at-risk CSV (UTF-8, CRLF, header `EXPORT_COLUMNS`, ranked by value at risk) in chunks of
+    `chunk_rows` rows, read from the store as it is written: memory stays flat however
+    long the list. Text cells are neutralised against formula injection."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\r\n")  # RFC 4180; also quotes a lone CR
+    writer.writerow(EXPORT_COLUMNS)
+    with engine.connect() as conn:
+        result = conn.execution_options(stream_results=True, yield_per=chunk_rows).execute(
+            at_risk_query(risk_filter, limit))
+        for partition in result.partitions(chunk_rows):
+            for row in partition:
+                writer.writerow(_csv_row(tuple(row)))
+            yield buffer.getvalue().encode("utf-8")
+            buffer.seek(0)
+            buffer.truncate()
+    if buffer.tell():
+        yield buffer.getvalue().encode("utf-8")
+
+
+# --------------------------------------------------------------------------- predicted CLV for /ltv
+
+
+def predicted_clv_by(engine: Engine, level: str = "state") -> pd.DataFrame:
+    """Mean predicted CLV over the next H days per state or region (index: the group,
+    column `predicted_clv`), from the last refresh. Raises NotAvailable without CLV scores."""
+    if level not in ("state", "region"):
+        raise ValueError(f"level must be state or region, not {level!r}")
+    group = F.c[level]
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(group.label("group"), func.avg(S.c.clv).label("predicted_clv"),
+                   func.count(S.c.clv).label("scored"))
+            .select_from(S).join(F, S.c.customer_id == F.c.customer_id)
+            .where(S.c.clv.is_not(None)).group_by(group)
+        ).all()
+    if not rows:
+        raise NotAvailable("There is no predicted CLV (BG/NBD and Gamma-Gamma were not fitted).")
+    frame = pd.DataFrame([tuple(r) for r in rows], columns=["group", "predicted_clv", "scored"])
+    frame["group"] = frame["group"].fillna("(unknown)")
+    return frame.set_index("group")[["predicted_clv"]].astype(float)
