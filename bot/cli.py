@@ -297,6 +297,32 @@ def _console_loop(ctx: Context, out: str | None) -> None:
         click.echo(render_text(answer, paths, currency=ctx.settings.currency) + "\n")
 
 
+@cli.command("export-segments")
+@click.option("--out", type=click.Path(file_okay=False), required=True,
+              help="Folder for cluster_profiles.csv and cluster_summary.csv.")
+@pass_ctx
+def export_segments(ctx: Context, out: str) -> None:
+    """Write cluster_profiles.csv (customer → RFM segment, cluster, tier) and cluster_summary.csv."""
+    import pandas as pd
+
+    from analytics.clusters import cluster_customers
+    from analytics.rfm import rfm_scores
+    from analytics.segments_export import write_segment_exports
+    from storage.schema import customer_features
+    from storage.store import get_meta
+
+    features = pd.read_sql_table(customer_features.name, ctx.engine)
+    if features.empty:
+        raise click.ClickException("no customer features yet: run `pulse refresh` first.")
+    features = features.sort_values("customer_id").reset_index(drop=True)
+    stored = get_meta(ctx.engine, "clusters") or {}
+    # Same seed and k as the last refresh, so the files agree with /segments clusters.
+    clusters = cluster_customers(features, seed=int(stored.get("seed", ctx.settings.seed)),
+                                 k=stored.get("k"))
+    for path in write_segment_exports(out, rfm_scores(features), clusters, features):
+        click.echo(f"wrote {path}")
+
+
 @cli.group()
 def db() -> None:
     """Inspect the store."""
