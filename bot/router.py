@@ -140,14 +140,17 @@ class Router:
             for alias in cmd.aliases:
                 self.commands[alias] = cmd
 
-    def handle(self, text: str, requester: Requester | None = None) -> Answer:
-        """The answer to `text` ("/segments rfm SP", "kpis", "/pulse churn-risk RJ")."""
+    def resolve(self, text: str) -> tuple[str, Command | None, list[str]]:
+        """(name typed, its Command or None, arguments) — "/pulse churn-risk SP" unwrapped."""
         name, args = split_command(text)
         if name == "pulse":  # the umbrella command: "/pulse segments SP"
             name, args = (args[0].lstrip("/").lower(), args[1:]) if args else ("help", [])
-        if not name:
-            name = "help"
-        cmd = self.commands.get(name)
+        name = name or "help"
+        return name, self.commands.get(name), args
+
+    def handle(self, text: str, requester: Requester | None = None) -> Answer:
+        """The answer to `text` ("/segments rfm SP", "kpis", "/pulse churn-risk RJ")."""
+        name, cmd, args = self.resolve(text)
         if cmd is None:
             from difflib import get_close_matches
 

@@ -31,8 +31,10 @@ def handle(ctx: CommandContext, args: list[str]) -> Answer:
                ov.returning_revenue),
         Figure("Average review", fmt_num(ov.average_review, 2) if ov.average_review else "no reviews",
                ov.average_review),
-        Figure("Top-5-state revenue share", fmt_pct(ov.top5_state_share), ov.top5_state_share),
     ]
+    if place.kind != "state":
+        figures.append(Figure("Top-5-state revenue share", fmt_pct(ov.top5_state_share),
+                              ov.top5_state_share))
     if ov.last_complete_month and ov.mom_change is not None:
         figures.append(Figure(f"Revenue {ov.last_complete_month} vs month before",
                               f"{ov.mom_change:+.1%}", ov.mom_change))

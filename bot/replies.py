@@ -1,0 +1,211 @@
+"""Answering in Slack: route a command text, then post the Answer where it belongs.
+
+In-channel answers are posted with chat.postMessage so their charts can be threaded under
+them; ephemeral ones (and every error) go through the response_url, or chat.postEphemeral
+when there is none (mentions). Exports are shared as CSV files into the channel. Work runs
+on a pool of our own, so Bolt's threads stay free to acknowledge within 3 seconds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import uuid
+from collections import OrderedDict
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from slack_sdk import WebClient
+
+from bot.answers import Answer
+from bot.blocks import answer_blocks, fallback_text, note_blocks
+from bot.router import Requester, Router
+from bot.settings import Settings
+from bot.slack_io import CHANNEL_REFUSALS, api_error, post_response, upload_files
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Destination:
+    """Where an answer goes and who asked.
+
+    `thread_ts`: answer under this message (mentions, buttons). `direct`: a DM with the
+    bot, where everything is posted as a normal message. `asked`: the command text, shown
+    under in-channel answers.
+    """
+
+    channel_id: str
+    user_id: str | None = None
+    response_url: str | None = None
+    thread_ts: str | None = None
+    direct: bool = False
+    asked: str | None = None
+
+    @property
+    def requester(self) -> Requester:
+        return Requester(self.user_id, self.channel_id, source="slack")
+
+
+class Replier:
+    """Runs command texts through the router on a worker pool and posts the answers."""
+
+    def __init__(self, router: Router, settings: Settings, *, workers: int = 16):
+        self.router = router
+        self.settings = settings
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pulse-answer")
+        self._seen: OrderedDict[str, None] = OrderedDict()
+        self._seen_lock = threading.Lock()
+
+    # --- entry points (called from listeners) -------------------------------------------
+
+    def submit(self, client: WebClient, text: str, dest: Destination,
+               intro: str | None = None) -> Future:
+        """Answer `text` in the background; failures become a reply with a reference."""
+        return self.pool.submit(self.answer, client, text, dest, intro)
+
+    def answer(self, client: WebClient, text: str, dest: Destination,
+               intro: str | None = None) -> None:
+        """Answer `text` now (blocking). Never raises: a failure is logged and told."""
+        try:
+            answer = self.router.handle(text, dest.requester)
+            if intro:
+                answer = dataclasses.replace(
+                    answer, summary=intro + ("\n\n" + answer.summary if answer.summary else ""))
+            self.deliver(client, answer, dest, visible=self.is_visible(text, answer))
+        except Exception:  # noqa: BLE001 - the user gets a reference, the log the details
+            reference = uuid.uuid4().hex[:8]
+            log.exception("answering %r in %s failed (reference %s)", text, dest.channel_id,
+                          reference)
+            message = (f"Something went wrong while answering `{text}`. Reference `{reference}` "
+                       "— the details are in the bot's log.")
+            try:
+                self._ephemeral(client, dest, note_blocks(message), message)
+            except Exception:  # noqa: BLE001
+                log.exception("could not tell %s about reference %s", dest.user_id, reference)
+
+    def first_time(self, event_id: str | None) -> bool:
+        """False for an event id seen before (Slack retries events it thinks were lost)."""
+        if not event_id:
+            return True
+        with self._seen_lock:
+            if event_id in self._seen:
+                return False
+            self._seen[event_id] = None
+            while len(self._seen) > 5000:
+                self._seen.popitem(last=False)
+        return True
+
+    def shutdown(self, wait: bool = True) -> None:
+        self.pool.shutdown(wait=wait)
+
+    # --- deciding and posting -------------------------------------------------------------
+
+    def command_name(self, text: str) -> str | None:
+        """The canonical command a text runs ("/pulse churn-risk SP" → "churn-risk")."""
+        cmd = self.router.resolve(text)[1]
+        return cmd.name if cmd else None
+
+    def is_visible(self, text: str, answer: Answer) -> bool:
+        """In the channel for everyone, or only for the person who asked."""
+        return not answer.is_error and self.command_name(text) in self.settings.in_channel_commands
+
+    def deliver(self, client: WebClient, answer: Answer, dest: Destination, *, visible: bool) -> None:
+        """Post `answer`: message, charts in its thread, export as a file, notes if refused."""
+        notes: list[str] = []
+        ts: str | None = None
+        if visible or dest.direct:
+            blocks = answer_blocks(answer, asked_by=None if dest.direct else dest.user_id,
+                                   asked=None if dest.direct else dest.asked,
+                                   currency=self.settings.currency)
+            ts = self._post(client, dest, blocks, fallback_text(answer))
+            if answer.charts:
+                if ts is None:
+                    notes.append("I answered through Slack's command reply, so I could not add "
+                                 "the charts: invite me to this channel (`/invite @Retail Pulse`) "
+                                 "to get them.")
+                else:
+                    self._share_charts(client, answer, dest, ts, notes)
+        else:
+            extra = []
+            if answer.charts:
+                n = len(answer.charts)
+                extra.append(f"This answer has {n} chart{'s' if n > 1 else ''}; charts come "
+                             "with answers posted in a channel.")
+            blocks = answer_blocks(answer, extra_notes=extra, currency=self.settings.currency)
+            self._ephemeral(client, dest, blocks, fallback_text(answer))
+        if answer.export is not None:
+            self._share_export(client, answer, dest, dest.thread_ts or ts, notes)
+        if notes:
+            text = "\n".join(notes)
+            self._ephemeral(client, dest, note_blocks(text), text)
+
+    def _post(self, client: WebClient, dest: Destination, blocks: list[dict[str, Any]],
+              text: str) -> str | None:
+        """chat.postMessage; the message ts, or None when it went through the response_url."""
+        try:
+            resp = client.chat_postMessage(channel=dest.channel_id, text=text, blocks=blocks,
+                                           thread_ts=dest.thread_ts, unfurl_links=False,
+                                           unfurl_media=False)
+            return resp["ts"]
+        except Exception as exc:
+            # Not a member (private channel, DM between people): the command's own reply
+            # channel still works everywhere the command was typed.
+            if api_error(exc) in CHANNEL_REFUSALS and dest.response_url:
+                log.info("posting in %s refused (%s); answering via response_url",
+                         dest.channel_id, api_error(exc))
+                post_response(dest.response_url, {"response_type": "in_channel", "text": text,
+                                                  "blocks": blocks})
+                return None
+            raise
+
+    def _ephemeral(self, client: WebClient, dest: Destination, blocks: list[dict[str, Any]],
+                   text: str) -> None:
+        """Only the asker sees it (in a DM with the bot, simply post)."""
+        if dest.direct:
+            client.chat_postMessage(channel=dest.channel_id, text=text, blocks=blocks,
+                                    thread_ts=dest.thread_ts)
+        elif dest.response_url:
+            post_response(dest.response_url, {"response_type": "ephemeral",
+                                              "replace_original": False,
+                                              "text": text, "blocks": blocks})
+        else:
+            client.chat_postEphemeral(channel=dest.channel_id, user=dest.user_id, text=text,
+                                      blocks=blocks, thread_ts=dest.thread_ts)
+
+    def _share_charts(self, client: WebClient, answer: Answer, dest: Destination, ts: str,
+                      notes: list[str]) -> None:
+        files = [{"file": c.png, "filename": _filename(c.name, ".png"), "title": c.title,
+                  "alt_txt": c.title[:1000] or c.name} for c in answer.charts]
+        try:
+            upload_files(client, files, channel=dest.channel_id, thread_ts=ts)
+        except Exception as exc:  # noqa: BLE001 - the answer is out; say what is missing
+            log.warning("chart upload to %s failed: %s", dest.channel_id, exc)
+            notes.append(f"I could not add the chart{'s' if len(files) > 1 else ''} "
+                         f"({api_error(exc) or 'upload failed'}).")
+
+    def _share_export(self, client: WebClient, answer: Answer, dest: Destination,
+                      thread_ts: str | None, notes: list[str]) -> None:
+        export = answer.export
+        assert export is not None
+        who = f"<@{dest.user_id}> exported" if dest.user_id else "Export:"
+        comment = f"{who} {export.rows:,} rows" + (f" — `{dest.asked}`" if dest.asked else "")
+        try:
+            upload_files(client, [{"file": export.content, "filename": export.filename,
+                                   "title": export.filename}],
+                         channel=dest.channel_id, thread_ts=thread_ts, initial_comment=comment)
+        except Exception as exc:  # noqa: BLE001
+            error = api_error(exc) or "upload failed"
+            log.warning("export upload to %s refused: %s", dest.channel_id, error)
+            hint = (" Invite me to this channel (`/invite @Retail Pulse`) or ask me in a DM."
+                    if error in CHANNEL_REFUSALS else " Please try again in a minute.")
+            notes.append(f"I could not share `{export.filename}` here ({error}).{hint}")
+
+
+def _filename(name: str, suffix: str) -> str:
+    import re
+
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "chart"
+    return stem if stem.endswith(suffix) else stem + suffix
