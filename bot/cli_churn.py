@@ -7,7 +7,6 @@ through `click.pass_obj`, so this module does not import `bot.cli` (which attach
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import getpass
 import json
 import sys
@@ -16,15 +15,7 @@ from typing import Any
 
 import click
 
-
-def _date(value: str | None) -> dt.date | None:
-    if value is None:
-        return None
-    try:
-        return dt.date.fromisoformat(value)
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not a date like 2018-08-29") from None
-
+from bot.cli_common import parse_date as _date
 
 # --- pulse export-at-risk ----------------------------------------------------------------------
 

@@ -12,14 +12,7 @@ from typing import Any
 
 import click
 
-
-def _date(value: str | None) -> dt.date | None:
-    if value is None:
-        return None
-    try:
-        return dt.date.fromisoformat(value)
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not a date like 2018-08-29") from None
+from bot.cli_common import parse_date as _date
 
 
 def _as_of(obj: Any, fixed: dt.date | None) -> dt.date:
