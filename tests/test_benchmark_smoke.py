@@ -1,0 +1,41 @@
+"""The scale benchmark's entry point runs end to end at a tiny size and writes its JSON."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_benchmark_runs_and_writes_json(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "run", "--customers", "1000", "--orders", "8000",
+         "--repeat", "1", "--answer-passes", "0", "--export-rows", "500",
+         "--work", str(tmp_path / "work"), "--out", str(out), "--quiet"],
+        cwd=ROOT, capture_output=True, text=True, timeout=170,
+        env={k: v for k, v in os.environ.items() if not k.startswith("PULSE_")} | {"MPLBACKEND": "Agg"},
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = json.loads(out.read_text())
+    assert report["customers"] == 1000 and report["orders"] == 8000
+    assert report["store"] == "sqlite"
+    stages = report["stages"]
+    assert set(stages) == {"load", "yardstick", "features", "train", "refresh", "answers", "digest"}
+    for name, stage in stages.items():
+        assert "error" not in stage, (name, stage)
+        assert stage["median_s"] > 0 and stage["peak_rss_mb"] > 10, name
+    assert stages["load"]["detail"]["rows"] == 8000
+    assert stages["load"]["rows_per_s"] > 0
+    assert stages["features"]["ratio_to_yardstick"] > 0
+    assert stages["features"]["detail"]["customers"] == stages["yardstick"]["detail"]["customers"]
+    assert "median s" in proc.stdout and "JSON:" in proc.stdout
+    # the throwaway store is removed; the generated data is kept for reuse
+    assert not list((tmp_path / "work").glob("*.db"))
