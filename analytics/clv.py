@@ -50,6 +50,9 @@ _DAYS_PER_MONTH = _DAYS_PER_YEAR / 12
 FloatArray = NDArray[np.float64]
 
 
+MIN_BGNBD_CUSTOMERS = 4  # one per parameter (r, alpha, a, b)
+
+
 class ConvergenceError(AnalyticsError, RuntimeError):
     """The maximum-likelihood fit failed (no convergence, a parameter on its bound, NaN/inf).
 
@@ -354,6 +357,13 @@ class BetaGeoFitter:
         if not np.any((x > 0) & (w > 0)):
             raise ConvergenceError(
                 "BG/NBD cannot be fitted: no customer made a repeat purchase (all frequency 0)"
+            )
+        if w.sum() < MIN_BGNBD_CUSTOMERS:
+            # Fewer customers than parameters: the likelihood is flat along some direction and
+            # the optimiser stops wherever it runs out of slope (often far from anything real).
+            raise ConvergenceError(
+                f"BG/NBD cannot be fitted from {w.sum():g} customers: the model's four "
+                f"parameters need at least {MIN_BGNBD_CUSTOMERS}"
             )
         if self.group:
             (x, t_x, t_cal), inverse = _group_rows(x, t_x, t_cal)

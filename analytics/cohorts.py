@@ -19,9 +19,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, Select, func, select
 
-from analytics.filters import purchase_scope, read_frame
+from analytics.filters import facts_meta, purchase_scope, read_frame, where_place
 from analytics.periods import month_index, period_end, period_index, period_label, week_index
 from analytics.results import Result
 from storage import schema
@@ -60,6 +60,19 @@ def cohort_retention(
     """Retention matrix of first-purchase cohorts for `place` as of `as_of`."""
     if period not in PERIODS:
         raise ValueError(f"period must be one of {PERIODS}, not {period!r}")
+    if facts_meta(engine, as_of) is not None:  # the refresh's agg_cohorts
+        A = schema.agg_cohorts
+        stmt = where_place(select(
+            A.c.cohort, A.c.k, func.sum(A.c.active).label("active"), func.sum(A.c.revenue).label("revenue"),
+        ).where(A.c.period == period), A, place).group_by(A.c.cohort, A.c.k)
+    else:
+        stmt = _cells_query(as_of, place, period)
+    cells = read_frame(engine, stmt)
+    return _retention(cells, as_of, place, period, max_periods, averages)
+
+
+def _cells_query(as_of: dt.date, place: Place, period: str) -> Select:
+    """cohort, k, active customers and revenue per cell, from the orders."""
     bucket = month_index if period == "month" else week_index
     p = bucket(ORD.c.purchased_at)
     activity = (
@@ -78,7 +91,7 @@ def cohort_retention(
         .subquery("first")
     )
     k = (activity.c.p - first.c.c).label("k")
-    stmt = (
+    return (
         select(
             first.c.c.label("cohort"),
             k,
@@ -88,7 +101,12 @@ def cohort_retention(
         .select_from(activity.join(first, first.c.customer_id == activity.c.customer_id))
         .group_by(first.c.c, k)
     )
-    cells = read_frame(engine, stmt)
+
+
+def _retention(
+    cells: pd.DataFrame, as_of: dt.date, place: Place, period: str, max_periods: int,
+    averages: tuple[int, ...],
+) -> CohortRetention:
 
     now = period_index(period, as_of)
     now_partial = period_end(period, now) > as_of

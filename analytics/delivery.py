@@ -24,9 +24,16 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Engine, String, and_, case, cast, select
+from sqlalchemy import Engine, String, and_, case, cast, func, select
 
-from analytics.filters import purchase_scope, read_frame, require
+from analytics.filters import (
+    FACTS_ALL_KEY,
+    facts_meta,
+    place_column,
+    purchase_scope,
+    read_frame,
+    require,
+)
 from analytics.periods import day_number, elapsed_days, end_of_day
 from analytics.results import Result
 from storage import schema
@@ -84,6 +91,11 @@ def delivery_report(
         ),
         "delivery dates",
     )
+    facts = facts_meta(engine, as_of)
+    if facts and facts.get("freight_bands") == bands:
+        report = _from_facts(engine, as_of, place, min_orders, top_n)
+        if report is not None:
+            return report
     end = end_of_day(as_of)
     is_delivered = and_(ORD.c.delivered_at.is_not(None), ORD.c.delivered_at < end)
     late_days = day_number(ORD.c.delivered_at) - day_number(ORD.c.estimated_delivery_at)
@@ -102,23 +114,40 @@ def delivery_report(
         .select_from(ORD.outerjoin(CUS, CUS.c.customer_id == ORD.c.customer_id))
         .where(purchase_scope(as_of, place))
     )
-    orders = read_frame(engine, stmt)
-    orders["days"] = orders["days"].astype(float)
-    orders["days_late"] = orders["days_late"].astype(float)  # NaN: undelivered or no estimate
-    orders["on_time"] = (orders["days_late"] <= 0).where(orders["days_late"].notna())
+    orders = prepare_orders(read_frame(engine, stmt))
     df = orders[orders["days"].notna()]
     reviews = _reviews(engine, as_of, df)
-    overall = _stats(df)
-    by_state = _grouped(df, ["state", "region"])
-    by_region = _grouped(df, ["region"])
+    review_figures = {
+        "review_on_time": reviews[True][0], "review_late": reviews[False][0],
+        "reviews_on_time": reviews[True][1], "reviews_late": reviews[False][1],
+    }
+    return _report(
+        as_of, place, min_orders, top_n,
+        counts=(len(df), len(orders) - len(df), int(df["on_time"].notna().sum())),
+        overall=order_stats(df),
+        by_state=grouped_stats(df, ["state", "region"]),
+        by_region=grouped_stats(df, ["region"]),
+        freight_bands=freight_bands(df, bands),
+        reviews=review_figures,
+        repeat_after_first=_repeat_after_first(orders),
+    )
+
+
+def _report(
+    as_of: dt.date, place: Place, min_orders: int, top_n: int, *, counts: tuple[int, int, int],
+    overall: dict, by_state: pd.DataFrame, by_region: pd.DataFrame, freight_bands: pd.DataFrame,
+    reviews: dict, repeat_after_first: pd.DataFrame,
+) -> DeliveryReport:
+    """The report from its parts (both the raw-table path and the facts path end here)."""
+    delivered, not_delivered, with_estimate = counts
     best_s, worst_s = _best_worst(by_state, "state", min_orders, top_n)
     best_r, worst_r = _best_worst(by_region, "region", min_orders, top_n)
     return DeliveryReport(
         as_of=as_of,
         place=place,
-        delivered_orders=len(df),
-        not_delivered=len(orders) - len(df),
-        orders_with_estimate=int(df["on_time"].notna().sum()),
+        delivered_orders=delivered,
+        not_delivered=not_delivered,
+        orders_with_estimate=with_estimate,
         mean_days=overall["mean_days"],
         median_days=overall["median_days"],
         p90_days=overall["p90_days"],
@@ -132,20 +161,25 @@ def delivery_report(
         worst_states=worst_s,
         best_regions=best_r,
         worst_regions=worst_r,
-        freight_bands=_freight_bands(df, bands),
-        review_on_time=reviews[True][0],
-        review_late=reviews[False][0],
-        reviews_on_time=reviews[True][1],
-        reviews_late=reviews[False][1],
-        repeat_after_first=_repeat_after_first(orders),
+        freight_bands=freight_bands,
+        **reviews,
+        repeat_after_first=repeat_after_first,
     )
+
+
+def prepare_orders(orders: pd.DataFrame) -> pd.DataFrame:
+    """Float days / days_late (NaN: undelivered or no estimate) and the on_time flag."""
+    orders["days"] = orders["days"].astype(float)
+    orders["days_late"] = orders["days_late"].astype(float)
+    orders["on_time"] = (orders["days_late"] <= 0).where(orders["days_late"].notna())
+    return orders
 
 
 def _none(x: float) -> float | None:
     return None if x is None or pd.isna(x) else float(x)
 
 
-def _stats(df: pd.DataFrame) -> dict[str, float | None]:
+def order_stats(df: pd.DataFrame) -> dict[str, float | None]:
     days, on_time = df["days"], df["on_time"].dropna().astype(bool)
     late = df.loc[df["days_late"] > 0, "days_late"]
     share = on_time.mean() if len(on_time) else np.nan
@@ -160,9 +194,9 @@ def _stats(df: pd.DataFrame) -> dict[str, float | None]:
     }
 
 
-def _grouped(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+def grouped_stats(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     rows = [
-        {**dict(zip(keys, key if isinstance(key, tuple) else (key,), strict=True)), **_stats(g)}
+        {**dict(zip(keys, key if isinstance(key, tuple) else (key,), strict=True)), **order_stats(g)}
         for key, g in df.groupby(keys, dropna=False, sort=True)
     ]
     out = pd.DataFrame(rows, columns=keys + STATS)
@@ -179,7 +213,7 @@ def _best_worst(groups: pd.DataFrame, key: str, min_orders: int, top_n: int) -> 
     return list(ranked[key].head(n)), list(ranked[key].iloc[::-1].head(n))
 
 
-def _freight_bands(df: pd.DataFrame, bands: int) -> pd.DataFrame:
+def freight_bands(df: pd.DataFrame, bands: int) -> pd.DataFrame:
     cols = ["band", "freight_min", "freight_max", "orders", "mean_freight", "on_time_share", "mean_days"]
     if df.empty:
         return pd.DataFrame(columns=cols)
@@ -225,3 +259,79 @@ def _repeat_after_first(orders: pd.DataFrame) -> pd.DataFrame:
         rows.append({"first_order": label, "customers": n, "purchased_again": k,
                      "repeat_rate": k / n if n else np.nan})
     return pd.DataFrame(rows)
+
+
+# --- the facts path (agg_delivery*, written by the refresh) ----------------------------
+
+
+def _from_facts(
+    engine: Engine, as_of: dt.date, place: Place, min_orders: int, top_n: int
+) -> DeliveryReport | None:
+    """The report from the refresh's facts; None when they cannot answer for `place`."""
+    stats = read_frame(engine, select(schema.agg_delivery_stats))
+    for col in ("state", "region"):  # missing keys group as NaN, as pandas groups them
+        stats[col] = stats[col].astype(object).where(stats[col].notna(), np.nan)
+    level = stats["level"]
+    groups = stats[level == "group"]
+    if place.is_all:
+        overall = stats[level == "all"]
+        by_state, by_region = groups, stats[level == "region"]
+    elif place.kind == "region":
+        overall = stats[(level == "region") & (stats["region"] == place.value)]
+        by_state, by_region = groups[groups["region"] == place.value], overall
+    else:
+        overall = stats[(level == "state") & (stats["state"] == place.value)]
+        by_state = groups[groups["state"] == place.value]
+        if len(by_state) > 1:  # one state in several regions: regroup from the orders
+            return None
+        by_region = by_state
+    if len(overall):
+        row = overall.iloc[0]
+        summary = {c: (int(row[c]) if c == "orders" else _none(row[c])) for c in STATS}
+    else:
+        summary = order_stats(pd.DataFrame({c: pd.Series(dtype=float) for c in ("days", "on_time", "days_late")}))
+
+    col = place_column(place, schema.agg_delivery)
+    sums = schema.agg_delivery.c
+    stmt = select(*(func.coalesce(func.sum(c), 0) for c in list(sums)[2:]))
+    if col is not None:
+        stmt = stmt.where(col == place.value)
+    with engine.connect() as conn:
+        totals = dict(zip([c.name for c in list(sums)[2:]], conn.execute(stmt).one(), strict=True))
+    t = {k: (float(v) if "score" in k else int(v)) for k, v in totals.items()}
+
+    B = schema.agg_freight_bands
+    band_cols = ["band", "freight_min", "freight_max", "orders", "mean_freight", "on_time_share", "mean_days"]
+    bands = read_frame(engine, select(*(B.c[c] for c in band_cols)).where(
+        B.c.place_kind == place.kind, B.c.place_value == (FACTS_ALL_KEY if place.is_all else place.value)
+    ).order_by(B.c.band))
+    if bands.empty:
+        bands = pd.DataFrame(columns=band_cols)
+
+    repeat = pd.DataFrame([
+        {"first_order": label, "customers": n, "purchased_again": k,
+         "repeat_rate": k / n if n else np.nan}
+        for label, n, k in (("on time", t["first_on_time"], t["first_on_time_again"]),
+                            ("late", t["first_late"], t["first_late_again"]))
+    ])
+    return _report(
+        as_of, place, min_orders, top_n,
+        counts=(t["delivered"], t["purchases"] - t["delivered"], t["with_estimate"]),
+        overall=summary,
+        by_state=_stat_rows(by_state, ["state", "region"]),
+        by_region=_stat_rows(by_region, ["region"]),
+        freight_bands=bands,
+        reviews={
+            "review_on_time": t["review_score_on_time"] / t["reviews_on_time"] if t["reviews_on_time"] else None,
+            "review_late": t["review_score_late"] / t["reviews_late"] if t["reviews_late"] else None,
+            "reviews_on_time": t["reviews_on_time"], "reviews_late": t["reviews_late"],
+        },
+        repeat_after_first=repeat,
+    )
+
+
+def _stat_rows(rows: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """Stored per-group stats shaped and sorted like `grouped_stats`."""
+    out = pd.DataFrame(rows[keys + STATS].to_dict("records"), columns=keys + STATS)
+    out["orders"] = out["orders"].astype(int)
+    return out.sort_values(["orders", keys[0]], ascending=[False, True], ignore_index=True)

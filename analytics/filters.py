@@ -16,7 +16,7 @@ from analytics.errors import NotAvailable
 from analytics.periods import end_of_day
 from storage import schema
 from storage.geography import ALL, Place
-from storage.store import NON_PURCHASE_STATUSES
+from storage.store import NON_PURCHASE_STATUSES, get_meta
 
 ORD = schema.orders
 CUS = schema.customers
@@ -67,6 +67,27 @@ def features_ready(engine: Engine, as_of: dt.date) -> bool:
     with engine.connect() as conn:
         n, lo, hi = conn.execute(select(func.count(), func.min(F.c.as_of), func.max(F.c.as_of))).one()
     return bool(n) and lo == hi == as_of
+
+
+FACTS_META = "facts"  # meta key: as-of date and parameters of the agg_* tables
+
+
+def facts_meta(engine: Engine, as_of: dt.date) -> dict | None:
+    """Meta "facts" when the refresh's answer facts (`agg_*` tables) were built for exactly
+    `as_of`, else None (no refresh yet, or one made for another date)."""
+    value = get_meta(engine, FACTS_META)
+    if not isinstance(value, dict) or value.get("as_of") != as_of.isoformat():
+        return None
+    return value
+
+
+FACTS_ALL_KEY = "*"  # place_value of the ("all", …) rows of per-place facts
+
+
+def where_place(stmt: Select, table: Table, place: Place) -> Select:
+    """`stmt` restricted to the rows of `table` (with state/region columns) in `place`."""
+    col = place_column(place, table)
+    return stmt if col is None else stmt.where(col == place.value)
 
 
 def customer_totals(

@@ -26,9 +26,15 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Engine, case, distinct, func, select
+from sqlalchemy import Engine, Select, case, distinct, func, select
 
-from analytics.filters import first_purchase_date, purchase_scope, read_frame
+from analytics.filters import (
+    facts_meta,
+    first_purchase_date,
+    purchase_scope,
+    read_frame,
+    where_place,
+)
 from analytics.periods import (
     WEEKDAYS,
     end_of_day,
@@ -43,6 +49,9 @@ from storage import schema
 from storage.geography import ALL, Place
 
 ORD, CUS, ITM, REV = schema.orders, schema.customers, schema.order_items, schema.reviews
+AGG_MONTHLY, AGG_CATEGORIES, AGG_WEEKDAY_HOUR = (
+    schema.agg_orders_monthly, schema.agg_categories, schema.agg_weekday_hour,
+)
 NO_CATEGORY = "(no category)"
 
 
@@ -88,15 +97,16 @@ def overview(
 ) -> Overview:
     """Headline KPIs, monthly trend, geography, categories and timing for `place` as of `as_of`."""
     data_start = first_purchase_date(engine)
-    monthly = _monthly(engine, as_of, place, data_start)
+    facts = facts_meta(engine, as_of) is not None  # read the refresh's agg_* tables
+    monthly = _monthly(engine, as_of, place, data_start, facts)
     totals = monthly[["revenue", "orders", "new_customers", "new_revenue", "repeaters"]].sum()
     customers, orders = int(totals["new_customers"]), int(totals["orders"])
     revenue, repeaters = float(totals["revenue"]), int(totals["repeaters"])
     monthly = monthly.drop(columns="repeaters")
-    avg_review, n_reviews = _reviews(engine, as_of, place)
-    by_state, by_region = _geography(engine, as_of, place)
+    avg_review, n_reviews = _reviews(engine, as_of, place, facts)
+    by_state, by_region = _geography(engine, as_of, place, facts)
     lift_level = "region" if place.is_all else "state"
-    groups = _category_groups(engine, as_of, place, lift_level)
+    groups = _category_groups(engine, as_of, place, lift_level, facts)
     by_category, n_categories, n_80 = _categories(groups, top_categories)
     complete = monthly[~monthly["partial"]]
     last_complete = complete["month"].iloc[-1] if len(complete) else None
@@ -127,13 +137,44 @@ def overview(
         by_category=by_category,
         categories=n_categories,
         categories_for_80pct=n_80,
-        weekday_hour=_weekday_hour(engine, as_of, place),
+        weekday_hour=_weekday_hour(engine, as_of, place, facts),
         lift_level=lift_level,
-        category_lift=_category_lift(engine, as_of, place, groups, min_category_orders),
+        category_lift=_category_lift(engine, as_of, place, groups, min_category_orders, facts),
     )
 
 
-def _monthly(engine: Engine, as_of: dt.date, place: Place, data_start: dt.date | None) -> pd.DataFrame:
+def _monthly(
+    engine: Engine, as_of: dt.date, place: Place, data_start: dt.date | None, facts: bool
+) -> pd.DataFrame:
+    if facts:
+        M = AGG_MONTHLY
+        stmt = where_place(select(
+            M.c.month, *(func.sum(M.c[c]).label(c) for c in (
+                "revenue", "orders", "active_customers", "new_customers", "new_revenue", "repeaters"))
+        ), M, place).group_by(M.c.month)
+    else:
+        stmt = _monthly_query(as_of, place)
+    found = read_frame(engine, stmt).set_index("month")
+    months = month_range(data_start, as_of) if data_start else []
+    months = sorted(set(months) | set(found.index))
+    df = found.reindex(months).fillna(0).rename_axis("month").reset_index()
+    for col in ("orders", "active_customers", "new_customers", "repeaters"):
+        df[col] = df[col].astype(int)
+    for col in ("revenue", "new_revenue"):
+        df[col] = df[col].astype(float)
+    df["returning_revenue"] = df["revenue"] - df["new_revenue"]
+    df["new_ratio"] = df["new_customers"] / df["active_customers"].where(df["active_customers"] > 0)
+    df["partial"] = np.array([month_is_partial(as_of, m, data_start) for m in df["month"]], dtype=bool)
+    prev = df["revenue"].shift(1)
+    prev_ok = ~df["partial"].shift(1, fill_value=True) & (prev > 0)
+    df["mom_change"] = (df["revenue"] / prev - 1).where(~df["partial"] & prev_ok)
+    return df[
+        ["month", "revenue", "orders", "active_customers", "new_customers", "new_ratio",
+         "new_revenue", "returning_revenue", "partial", "mom_change", "repeaters"]
+    ]
+
+
+def _monthly_query(as_of: dt.date, place: Place) -> Select:
     revenue = ORD.c.items_value + ORD.c.freight_value
     rank = func.row_number().over(
         partition_by=ORD.c.customer_id, order_by=(ORD.c.purchased_at, ORD.c.order_id)
@@ -149,7 +190,7 @@ def _monthly(engine: Engine, as_of: dt.date, place: Place, data_start: dt.date |
         .subquery("ranked")
     )
     r = ranked.c
-    stmt = select(
+    return select(
         r.month,
         func.sum(r.revenue).label("revenue"),
         func.count().label("orders"),
@@ -158,24 +199,6 @@ def _monthly(engine: Engine, as_of: dt.date, place: Place, data_start: dt.date |
         func.sum(case((r.rn == 1, r.revenue), else_=0.0)).label("new_revenue"),
         func.sum(case((r.rn == 2, 1), else_=0)).label("repeaters"),
     ).group_by(r.month)
-    found = read_frame(engine, stmt).set_index("month")
-    months = month_range(data_start, as_of) if data_start else []
-    months = sorted(set(months) | set(found.index))
-    df = found.reindex(months).fillna(0).rename_axis("month").reset_index()
-    for col in ("orders", "active_customers", "new_customers", "repeaters"):
-        df[col] = df[col].astype(int)
-    for col in ("revenue", "new_revenue"):
-        df[col] = df[col].astype(float)
-    df["returning_revenue"] = df["revenue"] - df["new_revenue"]
-    df["new_ratio"] = df["new_customers"] / df["active_customers"].where(df["active_customers"] > 0)
-    df["partial"] = [month_is_partial(as_of, m, data_start) for m in df["month"]]
-    prev = df["revenue"].shift(1)
-    prev_ok = ~df["partial"].shift(1, fill_value=True) & (prev > 0)
-    df["mom_change"] = (df["revenue"] / prev - 1).where(~df["partial"] & prev_ok)
-    return df[
-        ["month", "revenue", "orders", "active_customers", "new_customers", "new_ratio",
-         "new_revenue", "returning_revenue", "partial", "mom_change", "repeaters"]
-    ]
 
 
 def _seasonality(monthly: pd.DataFrame) -> pd.DataFrame:
@@ -189,7 +212,13 @@ def _seasonality(monthly: pd.DataFrame) -> pd.DataFrame:
     return g
 
 
-def _reviews(engine: Engine, as_of: dt.date, place: Place) -> tuple[float | None, int]:
+def _reviews(engine: Engine, as_of: dt.date, place: Place, facts: bool) -> tuple[float | None, int]:
+    if facts:
+        M = AGG_MONTHLY
+        stmt = where_place(select(func.sum(M.c.review_score), func.coalesce(func.sum(M.c.reviews), 0)), M, place)
+        with engine.connect() as conn:
+            total, n = conn.execute(stmt).one()
+        return (float(total) / n if n else None), int(n)
     stmt = (
         select(func.avg(REV.c.score), func.count())
         .select_from(REV.join(ORD, ORD.c.order_id == REV.c.order_id))
@@ -201,10 +230,17 @@ def _reviews(engine: Engine, as_of: dt.date, place: Place) -> tuple[float | None
     return (float(avg) if avg is not None else None), int(n)
 
 
-def _geography(engine: Engine, as_of: dt.date, place: Place) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _geography(
+    engine: Engine, as_of: dt.date, place: Place, facts: bool
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     revenue = func.sum(ORD.c.items_value + ORD.c.freight_value)
     base = ORD.outerjoin(CUS, CUS.c.customer_id == ORD.c.customer_id)
-    stmt = (
+    M = AGG_MONTHLY
+    # Every customer has one first purchase: Σ new customers counts each customer once.
+    stmt = where_place(select(
+        M.c.state, M.c.region, func.sum(M.c.new_customers).label("customers"),
+        func.sum(M.c.orders).label("orders"), func.sum(M.c.revenue).label("revenue"),
+    ), M, place).group_by(M.c.state, M.c.region) if facts else (
         select(
             CUS.c.state, CUS.c.region,
             func.count(distinct(ORD.c.customer_id)).label("customers"),
@@ -229,8 +265,14 @@ def _geography(engine: Engine, as_of: dt.date, place: Place) -> tuple[pd.DataFra
     return out[0], out[1]
 
 
-def _category_groups(engine: Engine, as_of: dt.date, place: Place, level: str) -> pd.DataFrame:
+def _category_groups(engine: Engine, as_of: dt.date, place: Place, level: str, facts: bool) -> pd.DataFrame:
     """group, category, orders, revenue: one pass serves both the category table and the lift."""
+    if facts:
+        A = AGG_CATEGORIES
+        return read_frame(engine, where_place(select(
+            A.c[level].label("group"), A.c.category,
+            func.sum(A.c.orders).label("orders"), func.sum(A.c.revenue).label("revenue"),
+        ), A, place).group_by(A.c[level], A.c.category))
     category = func.coalesce(ITM.c.category, NO_CATEGORY)
     group = CUS.c[level]
     joined = ITM.join(ORD, ORD.c.order_id == ITM.c.order_id).outerjoin(CUS, CUS.c.customer_id == ORD.c.customer_id)
@@ -272,9 +314,12 @@ def _categories(groups: pd.DataFrame, top: int) -> tuple[pd.DataFrame, int, int]
     return head, len(df), n80
 
 
-def _weekday_hour(engine: Engine, as_of: dt.date, place: Place) -> pd.DataFrame:
+def _weekday_hour(engine: Engine, as_of: dt.date, place: Place, facts: bool) -> pd.DataFrame:
     wd, hr = weekday(ORD.c.purchased_at), hour_of(ORD.c.purchased_at)
-    stmt = (
+    W = AGG_WEEKDAY_HOUR
+    stmt = where_place(select(
+        W.c.weekday, W.c.hour, func.sum(W.c.revenue).label("revenue"),
+    ), W, place).group_by(W.c.weekday, W.c.hour) if facts else (
         select(
             wd.label("weekday"), hr.label("hour"),
             func.sum(ORD.c.items_value + ORD.c.freight_value).label("revenue"),
@@ -295,13 +340,17 @@ def _weekday_hour(engine: Engine, as_of: dt.date, place: Place) -> pd.DataFrame:
 
 
 def _category_lift(
-    engine: Engine, as_of: dt.date, place: Place, groups: pd.DataFrame, min_orders: int
+    engine: Engine, as_of: dt.date, place: Place, groups: pd.DataFrame, min_orders: int, facts: bool
 ) -> pd.DataFrame:
     cols = ["group", "category", "orders", "share", "overall_share", "lift"]
     known = groups[groups["category"] != NO_CATEGORY]
     if place.is_all:
         base = known.groupby("category", as_index=False)["orders"].sum()
-    else:  # the baseline is always the whole store
+    elif facts:  # the baseline is always the whole store
+        A = AGG_CATEGORIES
+        base = read_frame(engine, select(A.c.category, func.sum(A.c.orders).label("orders"))
+                          .where(A.c.category != NO_CATEGORY).group_by(A.c.category))
+    else:
         stmt = (
             select(ITM.c.category, func.count(distinct(ORD.c.order_id)).label("orders"))
             .select_from(ITM.join(ORD, ORD.c.order_id == ITM.c.order_id))

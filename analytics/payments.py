@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import Engine, Float, case, cast, distinct, func, select
 
-from analytics.filters import purchase_scope, read_frame, require
+from analytics.filters import facts_meta, purchase_scope, read_frame, require, where_place
 from analytics.results import Result
 from storage import schema
 from storage.geography import ALL, Place
@@ -58,16 +58,23 @@ def payments_report(
     paid = PAY.join(ORD, ORD.c.order_id == PAY.c.order_id)
     multi = case((PAY.c.installments > 1, PAY.c.value), else_=0.0)
     method = func.coalesce(PAY.c.method, "(unknown)")
-    # One grouped pass; every breakdown below is a sum over it.
-    cells = read_frame(engine, (
-        select(
-            CUS.c.state, CUS.c.region, method.label("method"), PAY.c.installments,
-            func.count().label("payments"), func.sum(PAY.c.value).label("value"),
-        )
-        .select_from(paid.outerjoin(CUS, CUS.c.customer_id == ORD.c.customer_id))
-        .where(scope)
-        .group_by(CUS.c.state, CUS.c.region, method, PAY.c.installments)
-    ))
+    facts = facts_meta(engine, as_of) is not None
+    # One grouped pass (or the refresh's copy of it); every breakdown below is a sum over it.
+    if facts:
+        A = schema.agg_payments
+        cells = read_frame(engine, where_place(select(
+            A.c.state, A.c.region, A.c.method, A.c.installments, A.c.payments, A.c.value,
+        ), A, place))
+    else:
+        cells = read_frame(engine, (
+            select(
+                CUS.c.state, CUS.c.region, method.label("method"), PAY.c.installments,
+                func.count().label("payments"), func.sum(PAY.c.value).label("value"),
+            )
+            .select_from(paid.outerjoin(CUS, CUS.c.customer_id == ORD.c.customer_id))
+            .where(scope)
+            .group_by(CUS.c.state, CUS.c.region, method, PAY.c.installments)
+        ))
     cells["value"] = cells["value"].astype(float)
     cells["multi"] = cells["value"].where(cells["installments"] > 1, 0.0)
     cells["inst_x_n"] = cells["installments"] * cells["payments"]
@@ -85,12 +92,12 @@ def payments_report(
     by_state = _summed(cells, ["state", "region"]).sort_values(
         ["value", "state"], ascending=[False, True], ignore_index=True
     )
-    by_segment, segments_as_of = _by_segment(engine, scope, paid, multi)
+    by_segment, segments_as_of = _by_segment(engine, scope, paid, multi, place if facts else None)
 
     value = float(cells["value"].sum())
     n_payments = int(cells["payments"].sum())
     n_inst = cells["n_inst"].sum()
-    paid_orders, mismatched, mismatch_value, unpaid, biggest = _mismatches(
+    paid_orders, mismatched, mismatch_value, unpaid, biggest = (_mismatch_facts if facts else _mismatches)(
         engine, as_of, place, top_mismatches
     )
     return PaymentsReport(
@@ -134,11 +141,26 @@ def _installment_share(df: pd.DataFrame) -> pd.DataFrame:
     return df.drop(columns="multi")
 
 
-def _by_segment(engine: Engine, scope, paid, multi) -> tuple[pd.DataFrame | None, dt.date | None]:  # noqa: ANN001
+
+def _by_segment(
+    engine: Engine, scope, paid, multi, facts_place: Place | None  # noqa: ANN001
+) -> tuple[pd.DataFrame | None, dt.date | None]:
+    """Breakdown by RFM segment; from agg_payment_segments when `facts_place` is given."""
     with engine.connect() as conn:
         n, seg_as_of = conn.execute(select(func.count(), func.max(SCO.c.as_of))).one()
     if not n:
         return None, None
+    if facts_place is not None:
+        A = schema.agg_payment_segments
+        sums = [func.sum(A.c[c]).label(c) for c in (
+            "customers", "payments", "value", "installments_sum", "installments_n", "multi")]
+        df = read_frame(engine, where_place(select(A.c.segment, *sums), A, facts_place).group_by(A.c.segment))
+        df = df.astype({"customers": int, "payments": int, "value": float, "multi": float})
+        n_inst = df["installments_n"].astype(float)
+        df["mean_installments"] = df["installments_sum"].astype(float) / n_inst.where(n_inst > 0)
+        df = _installment_share(df[["segment", "customers", "payments", "value", "mean_installments", "multi"]])
+        df = df.sort_values(["value", "segment"], ascending=[False, True], ignore_index=True)
+        return df, seg_as_of
     segment = func.coalesce(SCO.c.segment, "(none)")
     df = read_frame(engine, (
         select(
@@ -181,7 +203,9 @@ def _mismatches(
     df["difference"] = df["paid"] - df["order_value"]
     gap = df["difference"].abs()
     df = df[(gap > MISMATCH_ABS) & (gap > MISMATCH_REL * df["order_value"].abs())]
-    df = df.reindex(df["difference"].abs().sort_values(ascending=False, kind="stable").index)
+    df = df.assign(gap=df["difference"].abs()).sort_values(
+        ["gap", "order_id"], ascending=[False, True], kind="stable"
+    )
     biggest = df.head(top)
     if len(biggest):
         details = read_frame(engine, select(
@@ -192,3 +216,19 @@ def _mismatches(
         biggest = biggest.assign(customer_id=pd.Series(dtype=object), purchased_at=pd.Series(dtype=object))
     cols = ["order_id", "customer_id", "purchased_at", "order_value", "paid", "difference"]
     return n_paid, len(df), float(df["difference"].abs().sum()), unpaid, biggest[cols].reset_index(drop=True)
+
+
+def _mismatch_facts(
+    engine: Engine, as_of: dt.date, place: Place, top: int
+) -> tuple[int, int, float, int, pd.DataFrame]:
+    """`_mismatches` from agg_payment_orders and agg_payment_mismatches."""
+    PO, M = schema.agg_payment_orders, schema.agg_payment_mismatches
+    sums = [func.coalesce(func.sum(PO.c[c]), 0) for c in (
+        "paid_orders", "mismatched_orders", "mismatch_value", "unpaid_orders")]
+    with engine.connect() as conn:
+        paid, mismatched, value, unpaid = conn.execute(where_place(select(*sums), PO, place)).one()
+    cols = ["order_id", "customer_id", "purchased_at", "order_value", "paid", "difference"]
+    biggest = read_frame(engine, where_place(select(*(M.c[c] for c in cols)), M, place).order_by(
+        M.c.gap.desc(), M.c.order_id
+    ).limit(top))
+    return int(paid), int(mismatched), float(value), int(unpaid), biggest

@@ -204,6 +204,189 @@ meta = Table(
     Column("value", Text),
 )
 
+# --- answer facts (written by the refresh, read by the reports) ------------------------
+# Small aggregates of the purchases on or before the refresh's as-of date (meta "facts"
+# holds that date and the parameters they were built with). A customer lives in one
+# state, so counts of distinct customers or orders per (state, region) add up across
+# states and regions. Place-level tables are keyed by (place_kind, place_value):
+# ("all", "*"), ("region", name) or ("state", code) — figures such as medians that do
+# not add up are stored per place.
+
+agg_orders_monthly = Table(
+    "agg_orders_monthly",
+    metadata,
+    Column("month", String(7), nullable=False),  # 'YYYY-MM'
+    Column("state", String(64)),
+    Column("region", String(64)),
+    Column("orders", Integer, nullable=False),
+    Column("revenue", Float, nullable=False),  # Σ (items_value + freight_value)
+    Column("items_value", Float, nullable=False),
+    Column("freight", Float, nullable=False),
+    Column("with_items", Integer, nullable=False),  # orders with items_value > 0
+    Column("heavy_orders", Integer, nullable=False),  # freight > heavy_ratio × items_value
+    Column("heavy_revenue", Float, nullable=False),
+    Column("active_customers", Integer, nullable=False),
+    Column("new_customers", Integer, nullable=False),  # first purchase in this month
+    Column("new_revenue", Float, nullable=False),
+    Column("repeaters", Integer, nullable=False),  # second purchase in this month
+    Column("reviews", Integer, nullable=False),  # reviews created by as-of, of these orders
+    Column("review_score", Float, nullable=False),  # Σ score of those reviews
+)
+
+agg_weekday_hour = Table(
+    "agg_weekday_hour",
+    metadata,
+    Column("state", String(64)),
+    Column("region", String(64)),
+    Column("weekday", Integer, nullable=False),  # Monday = 0
+    Column("hour", Integer, nullable=False),
+    Column("orders", Integer, nullable=False),
+    Column("revenue", Float, nullable=False),
+)
+
+agg_categories = Table(
+    "agg_categories",
+    metadata,
+    Column("state", String(64)),
+    Column("region", String(64)),
+    Column("category", String(128), nullable=False),  # NULL stored as "(no category)"
+    Column("orders", Integer, nullable=False),  # distinct orders holding the category
+    Column("revenue", Float, nullable=False),  # Σ (item price + item freight)
+    Column("items_value", Float, nullable=False),
+    Column("freight", Float, nullable=False),
+    Column("heavy_orders", Integer, nullable=False),
+    Column("heavy_revenue", Float, nullable=False),
+)
+
+agg_cohorts = Table(
+    "agg_cohorts",
+    metadata,
+    Column("period", String(8), nullable=False),  # month | week
+    Column("cohort", Integer, nullable=False),  # period index of the first purchase
+    Column("k", Integer, nullable=False),  # periods after the cohort's own
+    Column("state", String(64)),
+    Column("region", String(64)),
+    Column("active", Integer, nullable=False),
+    Column("revenue", Float, nullable=False),
+)
+
+agg_delivery = Table(
+    "agg_delivery",
+    metadata,
+    Column("state", String(64)),
+    Column("region", String(64)),
+    Column("purchases", Integer, nullable=False),
+    Column("delivered", Integer, nullable=False),
+    Column("with_estimate", Integer, nullable=False),  # delivered with an estimated date
+    Column("reviews_on_time", Integer, nullable=False),
+    Column("review_score_on_time", Float, nullable=False),
+    Column("reviews_late", Integer, nullable=False),
+    Column("review_score_late", Float, nullable=False),
+    Column("first_on_time", Integer, nullable=False),  # customers, by their first purchase
+    Column("first_on_time_again", Integer, nullable=False),
+    Column("first_late", Integer, nullable=False),
+    Column("first_late_again", Integer, nullable=False),
+)
+
+agg_delivery_stats = Table(
+    "agg_delivery_stats",
+    metadata,
+    # level: all | region | state (one place) or group (one state/region pair)
+    Column("level", String(8), nullable=False),
+    Column("state", String(64)),
+    Column("region", String(64)),
+    Column("orders", Integer, nullable=False),
+    Column("mean_days", Float),
+    Column("median_days", Float),
+    Column("p90_days", Float),
+    Column("on_time_share", Float),
+    Column("late_share", Float),
+    Column("mean_days_late", Float),
+)
+
+agg_freight_bands = Table(
+    "agg_freight_bands",
+    metadata,
+    Column("place_kind", String(8), nullable=False),
+    Column("place_value", String(64), nullable=False),
+    Column("band", Integer, nullable=False),
+    Column("freight_min", Float, nullable=False),
+    Column("freight_max", Float, nullable=False),
+    Column("orders", Integer, nullable=False),
+    Column("mean_freight", Float, nullable=False),
+    Column("on_time_share", Float),
+    Column("mean_days", Float),
+)
+
+agg_payments = Table(
+    "agg_payments",
+    metadata,
+    Column("state", String(64)),
+    Column("region", String(64)),
+    Column("method", String(32), nullable=False),  # NULL stored as "(unknown)"
+    Column("installments", Integer),
+    Column("payments", Integer, nullable=False),
+    Column("value", Float, nullable=False),
+)
+
+agg_payment_segments = Table(
+    "agg_payment_segments",
+    metadata,
+    Column("state", String(64)),
+    Column("region", String(64)),
+    Column("segment", String(32), nullable=False),  # NULL stored as "(none)"
+    Column("customers", Integer, nullable=False),
+    Column("payments", Integer, nullable=False),
+    Column("value", Float, nullable=False),
+    Column("installments_sum", Float, nullable=False),  # over payments with a count
+    Column("installments_n", Integer, nullable=False),
+    Column("multi", Float, nullable=False),  # value paid with installments > 1
+)
+
+agg_payment_orders = Table(
+    "agg_payment_orders",
+    metadata,
+    Column("state", String(64)),
+    Column("region", String(64)),
+    Column("paid_orders", Integer, nullable=False),
+    Column("unpaid_orders", Integer, nullable=False),
+    Column("mismatched_orders", Integer, nullable=False),
+    Column("mismatch_value", Float, nullable=False),
+)
+
+agg_payment_mismatches = Table(
+    "agg_payment_mismatches",
+    metadata,
+    Column("order_id", String(64), primary_key=True),
+    Column("customer_id", String(64)),
+    Column("purchased_at", DateTime),
+    Column("state", String(64)),
+    Column("region", String(64)),
+    Column("order_value", Float, nullable=False),
+    Column("paid", Float, nullable=False),
+    Column("difference", Float, nullable=False),
+    Column("gap", Float, nullable=False),  # |difference|
+    Index("ix_agg_mismatch_gap", "gap"),
+)
+
+agg_concentration = Table(
+    "agg_concentration",
+    metadata,
+    Column("place_kind", String(8), primary_key=True),
+    Column("place_value", String(64), primary_key=True),
+    Column("customers", Integer, nullable=False),
+    Column("gini", Float),
+    Column("top_share_1", Float),  # share of revenue of the top 1% of customers
+    Column("top_share_10", Float),
+    Column("top_share_20", Float),
+)
+
+FACT_TABLES = (
+    agg_orders_monthly, agg_weekday_hour, agg_categories, agg_cohorts, agg_delivery,
+    agg_delivery_stats, agg_freight_bands, agg_payments, agg_payment_segments,
+    agg_payment_orders, agg_payment_mismatches, agg_concentration,
+)
+
 # --- Slack side ----------------------------------------------------------------------
 
 digest_runs = Table(

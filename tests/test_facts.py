@@ -1,0 +1,168 @@
+"""Answer facts (agg_* tables): every report answers the same from the refresh's facts as
+from the raw tables — on hand-made stores (SQLite and PostgreSQL) and on the full Olist —
+and falls back to the raw tables when the facts are missing or made for another date."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import shutil
+from collections.abc import Callable
+
+import numpy as np
+import pandas as pd
+import pytest
+from analytics_data import AS_OF_OLIST, AS_OF_SHOP, Shop, build_shop, loaded_store
+from sqlalchemy import Engine, func, select
+
+from analytics.cohorts import cohort_retention
+from analytics.delivery import delivery_report
+from analytics.facts import build_facts
+from analytics.filters import facts_meta
+from analytics.finance import finance_report
+from analytics.kpis import overview
+from analytics.ltv import ltv_by_geography
+from analytics.payments import payments_report
+from analytics.refresh import refresh
+from storage import schema
+from storage.geography import ALL, Place, resolve_place
+from storage.store import open_store
+
+REPORTS: dict[str, Callable] = {
+    "overview": lambda e, d, p: overview(e, d, p, min_category_orders=1),
+    "delivery": lambda e, d, p: delivery_report(e, d, p, min_orders=1),
+    "payments": payments_report,
+    "finance": finance_report,
+    "cohorts": lambda e, d, p: cohort_retention(e, d, p, max_periods=30),
+    "cohorts-week": lambda e, d, p: cohort_retention(e, d, p, period="week", max_periods=60),
+    "ltv": ltv_by_geography,
+}
+
+
+def assert_same(a, b, path: str = "result") -> None:  # noqa: ANN001
+    """Equal results: same fields, frames equal (floats to 1e-9), NaN equals NaN."""
+    if dataclasses.is_dataclass(a):
+        assert type(a) is type(b), path
+        for f in dataclasses.fields(a):
+            assert_same(getattr(a, f.name), getattr(b, f.name), f"{path}.{f.name}")
+    elif isinstance(a, pd.DataFrame):
+        assert isinstance(b, pd.DataFrame), path
+        if a.empty and b.empty:
+            assert list(a.columns) == list(b.columns), path
+            return
+        pd.testing.assert_frame_equal(
+            _plain(a), _plain(b), check_dtype=False, check_exact=False, rtol=1e-9, atol=1e-9, obj=path,
+        )
+    elif isinstance(a, dict):
+        assert set(a) == set(b), path
+        for k in a:
+            assert_same(a[k], b[k], f"{path}[{k!r}]")
+    elif isinstance(a, float | np.floating) and isinstance(b, float | np.floating):
+        assert (np.isnan(a) and np.isnan(b)) or a == pytest.approx(b, rel=1e-9, abs=1e-9), path
+    else:
+        assert a == b, f"{path}: {a!r} != {b!r}"
+
+
+def _plain(frame: pd.DataFrame) -> pd.DataFrame:
+    """Missing values as NaN whatever their spelling (None / NaN / NA)."""
+    out = frame.copy()
+    for col in out.columns:
+        if out[col].dtype == object:
+            out[col] = out[col].where(out[col].notna(), np.nan)
+    return out
+
+
+def answers(engine: Engine, as_of: dt.date, places: list[Place]) -> dict:
+    return {(name, p.label): fn(engine, as_of, p) for name, fn in REPORTS.items() for p in places}
+
+
+def assert_facts_match(engine: Engine, as_of: dt.date, places: list[Place]) -> None:
+    """Answers before build_facts (raw tables) equal the answers after (facts)."""
+    before = answers(engine, as_of, places)
+    build_facts(engine, as_of)
+    assert facts_meta(engine, as_of) is not None
+    after = answers(engine, as_of, places)
+    for key, result in before.items():
+        assert_same(result, after[key], f"{key}")
+
+
+SHOP_PLACES = [ALL, resolve_place("SP"), resolve_place("nordeste"), resolve_place("sudeste"),
+               resolve_place("AM"), Place("state", "XX", "XX"), Place("region", "Nowhere", "Nowhere")]
+
+
+def add_payments_and_deliveries(engine: Engine) -> None:
+    """More orders on top of `build_shop`: deliveries, payments, a mismatch, an unpaid order,
+    a customer with no customers row and one with no state."""
+    s = Shop(engine)
+    s.customer("N", None, None)
+    s.order("q1", "A", "2024-03-01 09:00", [("toys", 100, 60)], delivered="2024-03-05 12:00",
+            estimated="2024-03-04", payments=[("credit_card", 3, 160)], reviews=[(2, "2024-03-06")])
+    s.order("q2", "B", "2024-02-10 09:00", [("books", 80, 5)], delivered="2024-02-12 08:00",
+            estimated="2024-02-20", payments=[("boleto", 1, 50), ("voucher", 1, 40)],
+            reviews=[(5, "2024-02-13"), (4, "2024-02-14")])
+    s.order("q3", "C", "2024-01-11 10:00", [("garden", 20, 20)], delivered="2024-01-20",
+            estimated="2024-01-20", payments=[("credit_card", 10, 40)])
+    s.order("q4", "ghost", "2024-02-02 02:00", [(None, 30, 3)], payments=[(None, None, 33)])
+    s.order("q5", "N", "2024-03-10 23:59", [("toys", 10, 1)], delivered="2024-03-19 23:00",
+            estimated="2024-03-25", payments=[("credit_card", 2, 11)])
+    s.order("q6", "D", "2024-03-16 10:00", [("garden", 5, 0)], delivered="2024-03-30",
+            estimated="2024-03-18")  # delivered after as_of
+
+
+def test_reports_answer_the_same_from_facts(store) -> None:  # noqa: ANN001 - SQLite and PostgreSQL
+    build_shop(store)
+    add_payments_and_deliveries(store)
+    with store.begin() as conn:  # segments for the payments breakdown
+        conn.execute(schema.customer_scores.insert(), [
+            {"customer_id": c, "as_of": AS_OF_SHOP, "model_version": "t", "segment": seg}
+            for c, seg in [("A", "Champions"), ("B", "At Risk"), ("C", None), ("N", "At Risk")]
+        ])
+    assert_facts_match(store, AS_OF_SHOP, SHOP_PLACES)
+
+
+def test_date_without_purchases(sqlite_url) -> None:
+    engine = open_store(sqlite_url)
+    build_shop(engine)
+    add_payments_and_deliveries(engine)
+    assert_facts_match(engine, dt.date(2023, 12, 31), [ALL, resolve_place("SP")])
+
+
+def test_facts_of_another_date_are_not_used(sqlite_url) -> None:
+    engine = open_store(sqlite_url)
+    build_shop(engine)
+    build_facts(engine, dt.date(2024, 1, 31))
+    assert facts_meta(engine, AS_OF_SHOP) is None
+    with engine.begin() as conn:  # poison the facts: a report that read them would show 1e9
+        conn.execute(schema.agg_orders_monthly.update().values(revenue=1e9))
+    assert overview(engine, AS_OF_SHOP).revenue == pytest.approx(515.0)
+    assert overview(engine, dt.date(2024, 1, 31)).revenue >= 1e9  # the facts of its own date
+
+
+def test_refresh_writes_facts_in_its_transaction(sqlite_url) -> None:
+    engine = open_store(sqlite_url)
+    build_shop(engine)
+    add_payments_and_deliveries(engine)
+    before = payments_report(engine, AS_OF_SHOP)
+    report = refresh(engine, AS_OF_SHOP, k=2)
+    assert "facts" in report.timings
+    assert facts_meta(engine, AS_OF_SHOP) is not None
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(schema.agg_orders_monthly)).scalar() > 0
+    after = payments_report(engine, AS_OF_SHOP)
+    # the segment breakdown now exists (scores written) and comes from the facts
+    assert after.by_segment is not None and before.by_segment is None
+    assert_same(dataclasses.replace(before, by_segment=None, segments_as_of=None),
+                dataclasses.replace(after, by_segment=None, segments_as_of=None))
+    assert after.by_segment["customers"].sum() > 0
+
+
+@pytest.mark.realdata
+def test_olist_answers_the_same_from_facts(tmp_path_factory, tmp_path) -> None:  # noqa: ANN001
+    source = loaded_store(tmp_path_factory, "olist", "olist")
+    db = tmp_path / "olist.db"
+    shutil.copy(source.url.database, db)  # the shared store stays without facts
+    source.dispose()
+    engine = open_store(f"sqlite:///{db}")
+    places = [ALL, resolve_place("RJ"), resolve_place("nordeste"), resolve_place("AC")]
+    assert_facts_match(engine, AS_OF_OLIST, places)
+    engine.dispose()
