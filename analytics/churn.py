@@ -60,6 +60,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import HistGradientBoostingClassifier
@@ -70,16 +71,13 @@ from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_s
 from sklearn.model_selection import StratifiedKFold, cross_val_score
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, OrdinalEncoder, StandardScaler
-from sqlalchemy import Engine, String, select, type_coerce
+from sqlalchemy import Engine
 from threadpoolctl import threadpool_limits
 
+from analytics.dataset import Dataset, read_dataset
 from analytics.errors import AnalyticsError
 from analytics.periods import end_of_day
-from storage import schema
 from storage.store import NON_PURCHASE_STATUSES
-
-ORD, ITEMS, PAY, REV, CUS = (schema.orders, schema.order_items, schema.payments, schema.reviews,
-                             schema.customers)
 
 MIN_CLASS_COUNT = 25  # fewest churned and fewest retained customers a training window needs
 CV_FOLDS = 3
@@ -140,19 +138,37 @@ class History:
         return None if self.orders.empty else self.orders["purchased_at"].max().date()
 
 
-def read_history(engine: Engine) -> History:
-    """Read what the churn features need from the store (narrow columns, one pass each)."""
-    orders = _read(engine, select(
-        ORD.c.order_id, ORD.c.customer_id, _raw(ORD.c.purchased_at), ORD.c.status, ORD.c.items_value,
-        ORD.c.freight_value, _raw(ORD.c.delivered_at), _raw(ORD.c.estimated_delivery_at),
-    ), dates=("purchased_at", "delivered_at", "estimated_delivery_at"))
-    items = _read(engine, select(ITEMS.c.order_id, ITEMS.c.product_id, ITEMS.c.category, ITEMS.c.seller_id,
-                                 ITEMS.c.quantity))
-    payments = _read(engine, select(PAY.c.order_id, PAY.c.method, PAY.c.installments, PAY.c.value))
-    reviews = _read(engine, select(REV.c.order_id, REV.c.score, _raw(REV.c.created_at)),
-                    dates=("created_at",))
-    customers = _read(engine, select(CUS.c.customer_id, CUS.c.state, CUS.c.region))
-    return make_history(orders, items, payments, reviews, customers)
+def read_history(engine: Engine, dataset: Dataset | None = None) -> History:
+    """What the churn features need, from the store read once (`analytics.dataset`; pass
+    `dataset` when it has been read already)."""
+    return history_from(dataset if dataset is not None else read_dataset(engine))
+
+
+def history_from(data: Dataset) -> History:
+    """A History over an already read `Dataset` (same codes and row order, no copy of ids)."""
+    o = pd.DataFrame({
+        "order_id": pd.arrays.ArrowStringArray(pa.chunked_array([data.order_id], type=pa.string())),
+        "cust": data.cust,
+        "purchased_at": data.purchased.view("datetime64[us]"),
+        "revenue": data.items_value + data.freight_value,
+        "freight": data.freight_value,
+        "purchase": data.purchase,
+        "delivered_at": data.delivered.view("datetime64[us]"),
+        "estimated_at": data.estimated.view("datetime64[us]"),
+    })
+    items = pd.DataFrame({
+        "ord": data.item_ord, "product": data.item_product, "category": data.item_category,
+        "seller": data.item_seller, "quantity": np.where(np.isnan(data.item_quantity), 1.0, data.item_quantity),
+    })
+    payments = pd.DataFrame({"ord": data.pay_ord, "method": data.pay_method,
+                             "installments": data.pay_installments, "value": data.pay_value})
+    reviews = pd.DataFrame({"ord": data.review_ord, "score": data.review_score,
+                            "created_at": data.review_created.view("datetime64[us]")})
+    return History(
+        customer_ids=pd.Index(data.ids(), name="customer_id"), orders=o, items=items,
+        payments=payments, reviews=reviews, state=data.state, region=data.region,
+        category_names=data.category_names, method_names=data.method_names,
+    )
 
 
 def make_history(orders: pd.DataFrame, items: pd.DataFrame, payments: pd.DataFrame,
@@ -203,20 +219,6 @@ def make_history(orders: pd.DataFrame, items: pd.DataFrame, payments: pd.DataFra
         category_names=np.asarray(category_names, dtype=object),
         method_names=np.asarray(method_names, dtype=object),
     )
-
-
-def _raw(column):  # noqa: ANN001, ANN202
-    """The column without SQLAlchemy's per-row datetime parsing (pandas parses in bulk)."""
-    return type_coerce(column, String).label(column.name)
-
-
-def _read(engine: Engine, stmt, dates: tuple[str, ...] = ()) -> pd.DataFrame:  # noqa: ANN001
-    with engine.connect() as conn:
-        result = conn.execute(stmt)
-        frame = pd.DataFrame(result.fetchall(), columns=list(result.keys()))
-    for col in dates:
-        frame[col] = pd.to_datetime(frame[col], format="ISO8601")
-    return frame
 
 
 # --------------------------------------------------------------------------- features and labels
@@ -274,8 +276,10 @@ def churn_features(history: History, cutoff: dt.date) -> pd.DataFrame:
 
     def distinct(codes: np.ndarray, values: np.ndarray) -> np.ndarray:
         ok = values >= 0
-        pairs = np.unique(np.stack([codes[ok], values[ok]]), axis=1) if ok.any() else np.empty((2, 0), int)
-        return total(pairs[0].astype(np.int64))
+        if not ok.any():
+            return total(np.empty(0, dtype=np.int64))
+        span = np.int64(values[ok].max()) + 1  # (customer, value) pairs as one int64 key
+        return total(np.unique(codes[ok].astype(np.int64) * span + values[ok]) // span)
 
     cat = it["category"].to_numpy()
     top_category = np.full(n, None, dtype=object)

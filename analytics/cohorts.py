@@ -21,8 +21,16 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import Engine, Select, func, select
 
+from analytics.dataset import Dataset
 from analytics.filters import facts_meta, purchase_scope, read_frame, where_place
-from analytics.periods import month_index, period_end, period_index, period_label, week_index
+from analytics.periods import (
+    EPOCH_MONDAY,
+    month_index,
+    period_end,
+    period_index,
+    period_label,
+    week_index,
+)
 from analytics.results import Result
 from storage import schema
 from storage.geography import ALL, Place
@@ -56,10 +64,20 @@ def cohort_retention(
     period: str = "month",
     max_periods: int = 12,
     averages: tuple[int, ...] = (1, 2, 3),
+    dataset: Dataset | None = None,
 ) -> CohortRetention:
-    """Retention matrix of first-purchase cohorts for `place` as of `as_of`."""
+    """Retention matrix of first-purchase cohorts for `place` as of `as_of`.
+
+    Reads the refresh's facts when they are for `as_of`; else computes from `dataset` (the
+    store already read, see `analytics.dataset`) when given, else queries the orders.
+    """
     if period not in PERIODS:
         raise ValueError(f"period must be one of {PERIODS}, not {period!r}")
+    if dataset is not None:
+        keep = None if place.is_all else (
+            (dataset.state if place.kind == "state" else dataset.region) == place.value)
+        cells = cohort_cells(dataset, as_of, period, keep)
+        return _retention(cells, as_of, place, period, max_periods, averages)
     if facts_meta(engine, as_of) is not None:  # the refresh's agg_cohorts
         A = schema.agg_cohorts
         stmt = where_place(select(
@@ -69,6 +87,51 @@ def cohort_retention(
         stmt = _cells_query(as_of, place, period)
     cells = read_frame(engine, stmt)
     return _retention(cells, as_of, place, period, max_periods, averages)
+
+
+def period_indices(us: np.ndarray, period: str) -> np.ndarray:
+    """Month index (year*12 + month-1) or week index of µs timestamps, as `periods` in SQL."""
+    if period == "month":
+        return us.view("datetime64[us]").astype("datetime64[M]").astype(np.int64) + 1970 * 12
+    days = np.floor_divide(us, 86_400_000_000) - (EPOCH_MONDAY - dt.date(1970, 1, 1)).days
+    return np.sign(days) * (np.abs(days) // 7)  # truncated toward zero, as the SQL does
+
+
+def cohort_cells(data: Dataset, as_of: dt.date, period: str, customers: np.ndarray | None = None,
+                 group: np.ndarray | None = None) -> pd.DataFrame:
+    """cohort, k, active customers and revenue per cell from an already read `Dataset`.
+
+    `customers`: mask per customer code of who counts (None: everyone). `group`: an
+    integer per customer code; when given the cells are split by it (column `group`).
+    """
+    scope = data.in_scope(as_of)
+    if customers is not None:
+        scope &= customers[data.cust]
+    c = data.cust[scope]
+    p = period_indices(data.purchased[scope], period)
+    revenue = data.items_value[scope] + data.freight_value[scope]
+    if not len(c):
+        return pd.DataFrame({"cohort": [], "k": [], "active": [], "revenue": []})
+    # rows are sorted by customer and time: the first row of a customer holds the cohort,
+    # and a (customer, period) pair starts wherever the customer or the period changes
+    first = np.r_[True, c[1:] != c[:-1]]
+    starts = np.flatnonzero(first)
+    cohort = np.repeat(p[starts], np.diff(np.r_[starts, len(c)]))
+    new_pair = first | np.r_[False, p[1:] != p[:-1]]
+    k = p - cohort
+    g = group[c] if group is not None else np.zeros(len(c), dtype=np.int64)
+    n_k, n_g, c0 = int(k.max()) + 1, int(g.max()) + 1, int(cohort.min())
+    cell = ((cohort - c0) * n_k + k) * n_g + g
+    size = (int(cohort.max()) - c0 + 1) * n_k * n_g
+    active = np.bincount(cell[new_pair], minlength=size)
+    total = np.bincount(cell, weights=revenue, minlength=size)
+    hit = np.flatnonzero(active)
+    rest, gg = np.divmod(hit, n_g)
+    cc, kk = np.divmod(rest, n_k)
+    cells = pd.DataFrame({"cohort": cc + c0, "k": kk, "active": active[hit], "revenue": total[hit]})
+    if group is not None:
+        cells["group"] = gg
+    return cells
 
 
 def _cells_query(as_of: dt.date, place: Place, period: str) -> Select:

@@ -3,8 +3,12 @@
 A DB-API fetch builds one Python object per cell, which at millions of rows costs more
 than the analysis itself. So:
 - SQLite: the ADBC SQLite driver (`adbc-driver-sqlite`, a PyPI wheel with its own
-  SQLite) reads the rows straight into Arrow in C; without it, the DB-API cursor's
-  rows are turned into Arrow column by column (slower, same result);
+  SQLite) reads the rows straight into Arrow in C, in a helper process that hands the
+  table back as an Arrow IPC file. Not in this process: two SQLite libraries on one
+  file in one process break each other's POSIX locks (closing one library's file
+  descriptor drops the other's locks), which ends in "disk I/O error" or worse for the
+  store's own connections. Without the driver, the DB-API cursor's rows are turned
+  into Arrow column by column (slower, same result);
 - PostgreSQL: `COPY (SELECT …) TO STDOUT (FORMAT csv)` parsed by Arrow's C++ CSV reader
   (floats as float8 text, which PostgreSQL writes with exact round trip).
 Timestamps are read as text and parsed by Arrow. Rows come in no particular order.
@@ -12,11 +16,19 @@ Timestamps are read as text and parsed by Arrow. Rows come in no particular orde
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import io
+import multiprocessing as mp
+import os
 import re
+import tempfile
+import threading
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
@@ -27,6 +39,8 @@ try:  # optional: the fast path on SQLite
 except ImportError:  # pragma: no cover - depends on the installation
     _adbc = None
 
+# Below this many rows the DB-API read is quicker than starting the helper process.
+ADBC_MIN_ROWS = 200_000
 _TYPES = {"str": pa.string(), "float": pa.float64(), "int": pa.int64(), "ts": pa.timestamp("us")}
 
 
@@ -79,13 +93,9 @@ def _sqlite(engine: Engine, table: str, cols: Sequence[Col], where: str, params:
     sql = re.sub(r"(?<!:):([A-Za-z_]\w*)", "?", sql)
     path = engine.url.database
     got = None
-    if _adbc is not None and path and path != ":memory:" and not path.startswith("file:"):
-        try:
-            with _adbc.connect(path) as con, con.cursor() as cur:
-                cur.execute(sql, args)
-                got = cur.fetch_arrow_table()
-        except _adbc.Error:  # e.g. "database is locked" (no busy timeout there): the slow path
-            got = None
+    if (_adbc is not None and path and path != ":memory:" and not path.startswith("file:")
+            and _rows_about(engine, table) >= ADBC_MIN_ROWS):
+        got = _adbc_read(str(Path(path).resolve()), sql, args)
     if got is not None:
         if got.num_rows == 0:
             return schema.empty_table()
@@ -101,6 +111,61 @@ def _sqlite(engine: Engine, table: str, cols: Sequence[Col], where: str, params:
             return schema.empty_table()
         arrays = [pa.array(list(col)) for col in zip(*rows, strict=True)]
     return _conform(arrays, schema)
+
+
+def _rows_about(engine: Engine, table: str) -> int:
+    """The table's largest rowid: its row count when nothing was deleted, found in O(log n)."""
+    with engine.connect() as conn:
+        return int(conn.exec_driver_sql(f'SELECT max(rowid) FROM "{table}"').scalar() or 0)
+
+
+_POOL_LOCK = threading.Lock()
+_POOL: ProcessPoolExecutor | None = None
+
+
+def _reader_pool() -> ProcessPoolExecutor:
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None:
+            # spawn, not fork: the bot's threads may hold locks a forked child would inherit
+            _POOL = ProcessPoolExecutor(max_workers=2, mp_context=mp.get_context("spawn"))
+        return _POOL
+
+
+def _adbc_read(path: str, sql: str, args: list) -> pa.Table | None:
+    """The query's rows read by ADBC in a helper process, or None when that fails (the
+    caller then takes the DB-API path)."""
+    fd, out = tempfile.mkstemp(prefix="pulse-read-", suffix=".arrow")
+    os.close(fd)
+    try:
+        try:
+            ok = _reader_pool().submit(_adbc_read_to_file, path, sql, args, out).result()
+        except (BrokenProcessPool, OSError, RuntimeError):
+            global _POOL
+            with _POOL_LOCK:
+                _POOL = None  # a dead pool is not reused; this read takes the slow path
+            return None
+        if not ok:
+            return None
+        with pa.memory_map(out) as source:
+            return pa.ipc.open_file(source).read_all()
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(out)
+
+
+def _adbc_read_to_file(path: str, sql: str, args: list, out: str) -> bool:
+    """(In the helper process) run `sql` with ADBC and write the result as an Arrow IPC
+    file at `out`; False when SQLite refused (e.g. "database is locked")."""
+    try:
+        with _adbc.connect(path) as con, con.cursor() as cur:
+            cur.execute(sql, args)
+            table = cur.fetch_arrow_table()
+    except _adbc.Error:
+        return False
+    with pa.OSFile(out, "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table)
+    return True
 
 
 def _conform(arrays: list, schema: pa.Schema) -> pa.Table:

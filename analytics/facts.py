@@ -1,16 +1,17 @@
 """Answer facts: the small aggregates the reports read instead of the order history.
 
-`build_facts` runs inside the refresh's write transaction. It reads the purchases on or
-before `as_of` once (narrow columns, joined to the customer's state and region), plus
-items, payments, reviews and the fresh `customer_scores`, groups them with pandas and
-replaces the `agg_*` tables (storage/schema.py). Meta "facts" records the as-of date and
-the parameters the facts were built with; a report uses the facts only when that as-of
-equals the one it is asked for (`analytics.filters.facts_meta`), otherwise it runs its
-own queries over the raw tables.
+`build_facts` runs inside the refresh's write transaction. It takes the store as read once
+by the refresh (`analytics.dataset.Dataset`: orders, items, payments, reviews and the
+customers' geography, integer-coded), groups the purchases on or before `as_of` with
+pandas on integer and categorical keys (ids and places as strings only in the small
+results) and replaces the `agg_*` tables (storage/schema.py). Meta "facts" records the
+as-of date and the parameters the facts were built with; a report uses the facts only
+when that as-of equals the one it is asked for (`analytics.filters.facts_meta`),
+otherwise it runs its own queries over the raw tables.
 
-Figures are computed with the same rules (and, where it matters, the same SQL
-expressions and pandas functions) as the reports' raw-table path, so both paths give the
-same answers; tests/test_facts.py checks that on hand-made stores and the full Olist.
+Figures are computed with the same rules (and, where it matters, the same pandas
+functions) as the reports' raw-table path, so both paths give the same answers (delivery
+days come from the same timestamps in numpy, equal to the SQL's to rounding); tests/test_facts.py checks that on hand-made stores and the full Olist.
 Counts of distinct customers or orders are stored per (state, region) and added up
 across states: a customer lives in one state and an order has one customer. Medians,
 quantile bands and concentration do not add up, so they are stored per place.
@@ -24,16 +25,18 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Connection, Engine, Integer, Select, String, and_, case, cast, func, select
+import pyarrow as pa
+from sqlalchemy import Connection, Engine, Integer, Select, select
 
 from analytics import delivery as dlv
-from analytics.filters import FACTS_ALL_KEY, FACTS_META, purchase_scope
+from analytics.cohorts import cohort_cells
+from analytics.dataset import DAY_US, NAT, Dataset, codes_in, day_of, read_dataset, to_micros
+from analytics.filters import FACTS_ALL_KEY, FACTS_META
 from analytics.finance import DEFAULT_HEAVY_RATIO, TOP_SHARES, gini, top_share, top_share_column
 from analytics.kpis import NO_CATEGORY
 from analytics.payments import MISMATCH_ABS, MISMATCH_REL
-from analytics.periods import EPOCH_MONDAY, day_number, elapsed_days, end_of_day
+from analytics.periods import end_of_day
 from storage import schema
-from storage.geography import ALL
 from storage.loaders.bulk import BulkWriter
 from storage.store import set_meta
 
@@ -45,18 +48,23 @@ GEO = ["state", "region"]
 FREIGHT_BANDS = 5  # delivery_report's default
 
 
-def build_facts(engine: Engine, as_of: dt.date, conn: Connection | None = None) -> dict[str, int]:
+def build_facts(engine: Engine, as_of: dt.date, conn: Connection | None = None, *,
+                dataset: Dataset | None = None, segments: pd.DataFrame | None = None) -> dict[str, int]:
     """Rebuild the `agg_*` tables for `as_of` and record it in meta "facts".
 
     Runs in `conn`'s transaction when given (the refresh's, so the facts appear together
-    with the features and scores they match), else in a transaction of its own. Returns
-    the rows written per table.
+    with the features and scores they match), else in a transaction of its own. `dataset`:
+    the store already read (`analytics.dataset`); `segments`: customer_id and segment of
+    the scores being written (else read from `customer_scores`). Returns the rows written
+    per table.
     """
+    started = time.perf_counter()
+    if dataset is None:  # read before the write transaction starts
+        dataset = read_dataset(engine, full=False)
     if conn is None:
         with engine.begin() as own:
-            return build_facts(engine, as_of, own)
-    started = time.perf_counter()
-    frames = compute_facts(conn, as_of)
+            return build_facts(engine, as_of, own, dataset=dataset, segments=segments)
+    frames = compute_facts(conn, as_of, dataset, segments)
     writer = BulkWriter(conn)
     counts = {}
     for table in schema.FACT_TABLES:
@@ -72,21 +80,29 @@ def build_facts(engine: Engine, as_of: dt.date, conn: Connection | None = None) 
     return counts
 
 
-def compute_facts(conn: Connection, as_of: dt.date) -> dict[str, pd.DataFrame]:
+def compute_facts(conn: Connection, as_of: dt.date, dataset: Dataset | None = None,
+                  segments: pd.DataFrame | None = None) -> dict[str, pd.DataFrame]:
     """The `agg_*` tables' rows for `as_of`, as DataFrames keyed by table name."""
-    orders = _purchases(conn, as_of)
+    data = dataset if dataset is not None else read_dataset(conn.engine, full=False)
+    orders = _purchases(data, as_of)
     if orders.empty:  # nothing bought by as_of: every table is empty
         return {t.name: _conform(pd.DataFrame(), t) for t in schema.FACT_TABLES}
-    reviews = _read(conn, select(REV.c.order_id, REV.c.score).where(
-        (REV.c.created_at < end_of_day(as_of)) | REV.c.created_at.is_(None)
-    ))
+    created = data.review_created
+    recent = (created == NAT) | (created < to_micros(end_of_day(as_of)))
+    reviews = pd.DataFrame({"order_id": data.review_ord[recent], "score": data.review_score[recent]})
+    if segments is None:
+        segments = _read(conn, select(SCO.c.customer_id, SCO.c.segment))
+    seg_code = codes_in(pa.array(segments["customer_id"].astype(object).to_numpy(), pa.string()),
+                        data.customer_ids)
+    segments = pd.DataFrame({"customer_id": seg_code, "segment": segments["segment"].to_numpy()})
+    segments = segments[segments["customer_id"] >= 0]
     out = {
         "agg_orders_monthly": _monthly(orders, reviews),
         "agg_weekday_hour": _weekday_hour(orders),
-        "agg_categories": _categories(conn, orders),
-        "agg_cohorts": _cohorts(orders),
+        "agg_categories": _categories(data, orders),
+        "agg_cohorts": _cohorts(data, as_of),
         **_delivery(orders, reviews),
-        **_payments(conn, orders),
+        **_payments(data, orders, segments),
         "agg_concentration": _concentration(orders),
     }
     return {t.name: _conform(out[t.name], t) for t in schema.FACT_TABLES}
@@ -100,45 +116,67 @@ def _read(conn: Connection, stmt: Select) -> pd.DataFrame:
     return pd.DataFrame(result.cursor.fetchall(), columns=list(result.keys()))
 
 
-def _purchases(conn: Connection, as_of: dt.date) -> pd.DataFrame:
-    """Every purchase in scope with the fields all facts need (delivery columns as
-    delivery_report computes them in SQL, so both paths see the same numbers)."""
-    end = end_of_day(as_of)
-    is_delivered = and_(ORD.c.delivered_at.is_not(None), ORD.c.delivered_at < end)
-    late_days = day_number(ORD.c.delivered_at) - day_number(ORD.c.estimated_delivery_at)
-    stmt = (
-        select(
-            ORD.c.order_id, ORD.c.customer_id,
-            cast(ORD.c.purchased_at, String).label("ts"),  # sorts like the timestamp
-            CUS.c.state, CUS.c.region,
-            ORD.c.items_value, ORD.c.freight_value,
-            case((is_delivered, elapsed_days(ORD.c.delivered_at, ORD.c.purchased_at))).label("days"),
-            case((is_delivered, late_days)).label("days_late"),
-        )
-        .select_from(ORD.outerjoin(CUS, CUS.c.customer_id == ORD.c.customer_id))
-        .where(purchase_scope(as_of, ALL))
-    )
-    df = _read(conn, stmt)
-    for col in ("items_value", "freight_value", "days", "days_late"):
-        df[col] = df[col].astype(float)
-    df["purchased_at"] = pd.to_datetime(df["ts"], format="ISO8601")
-    df["revenue"] = df["items_value"] + df["freight_value"]
-    items, freight = df["items_value"], df["freight_value"]
-    df["heavy"] = (items > 0) & (freight > DEFAULT_HEAVY_RATIO * items)
-    # n-th purchase of the customer (ties on time broken by order_id), as kpis ranks them
-    df = df.sort_values(["customer_id", "purchased_at", "order_id"], ignore_index=True)
-    df["rn"] = df.groupby("customer_id", sort=False).cumcount() + 1
-    return df
+def _purchases(data: Dataset, as_of: dt.date) -> pd.DataFrame:
+    """Every purchase in scope with the fields all facts need, integer-coded: `order_id` is
+    the order's row in `data` and `customer_id` the customer's code, both of which sort like
+    the ids they stand for (`_ids` turns them back). Delivery columns follow delivery_report:
+    days = delivered − purchased in days, days_late = whole calendar days past the estimate,
+    both only for orders delivered by the as-of date."""
+    rows = np.flatnonzero(data.in_scope(as_of))
+    cust = data.cust[rows]
+    bought, delivered, estimated = data.purchased[rows], data.delivered[rows], data.estimated[rows]
+    is_delivered = (delivered != NAT) & (delivered < to_micros(end_of_day(as_of)))
+    with_estimate = is_delivered & (estimated != NAT)
+    days = np.where(is_delivered, (delivered - bought) / DAY_US, np.nan)
+    days_late = np.where(with_estimate, (day_of(delivered) - day_of(estimated)).astype(float), np.nan)
+    items, freight = data.items_value[rows], data.freight_value[rows]
+    # rows are sorted by customer, time, order_id: the n-th purchase of the customer (as kpis ranks them)
+    first = np.r_[True, cust[1:] != cust[:-1]] if len(cust) else np.zeros(0, dtype=bool)
+    starts = np.flatnonzero(first)
+    rn = np.arange(len(cust)) - np.repeat(starts, np.diff(np.r_[starts, len(cust)])) + 1
+    return pd.DataFrame({
+        "order_id": rows, "customer_id": cust, "ts": bought,  # µs: sorts like the timestamp
+        # object, not Arrow-backed strings: the many group-bys and filters below are faster
+        "state": pd.Series(data.state[cust], dtype=object),
+        "region": pd.Series(data.region[cust], dtype=object),
+        "items_value": items, "freight_value": freight, "days": days, "days_late": days_late,
+        "purchased_at": bought.view("datetime64[us]"), "revenue": items + freight,
+        "heavy": (items > 0) & (freight > DEFAULT_HEAVY_RATIO * items), "rn": rn,
+        "gs": _geo_keys(data.state, cust), "gr": _geo_keys(data.region, cust),
+    })
+
+
+def _geo_keys(per_customer: np.ndarray, cust: np.ndarray) -> pd.Categorical:
+    """The customers' state or region per row as a categorical ("\\0" for missing): the
+    group-bys of every fact key on it, and categorical keys group far faster than strings."""
+    codes, names = pd.factorize(pd.Series(per_customer, dtype=object))  # -1 for missing
+    codes = np.where(codes < 0, len(names), codes)
+    categories = pd.Index([*names, "\0"], dtype=object)  # (np.append would strip the NUL)
+    return pd.Categorical.from_codes(codes[cust], categories=categories)
+
+
+def _ids(values: pa.Array, codes: pd.Series) -> np.ndarray:
+    return values.take(pa.array(codes.to_numpy(dtype=np.int64))).to_numpy(zero_copy_only=False).astype(object)
+
+
+def _month_labels(ts: pd.Series) -> np.ndarray:
+    """'YYYY-MM' of each timestamp (formatted once per distinct month)."""
+    months = ts.to_numpy().astype("datetime64[M]")
+    uniq, inverse = np.unique(months, return_inverse=True)
+    return np.datetime_as_string(uniq, unit="M").astype(object)[inverse.ravel()]
 
 
 def _geo(frame: pd.DataFrame) -> list:
     """Group keys for state and region that keep missing values as their own group."""
+    if "gs" in frame:  # the categorical keys of `_purchases`
+        return [frame["gs"].rename("state"), frame["gr"].rename("region")]
     return [frame["state"].fillna("\0"), frame["region"].fillna("\0")]
 
 
 def _unkey(frame: pd.DataFrame, cols: tuple[str, ...] = ("state", "region")) -> pd.DataFrame:
     for col in cols:
-        frame[col] = frame[col].where(frame[col] != "\0", None)
+        values = frame[col].astype(object)
+        frame[col] = values.where(values != "\0", None)
     return frame
 
 
@@ -147,7 +185,7 @@ def _unkey(frame: pd.DataFrame, cols: tuple[str, ...] = ("state", "region")) -> 
 
 def _monthly(orders: pd.DataFrame, reviews: pd.DataFrame) -> pd.DataFrame:
     o = orders.assign(
-        month=orders["purchased_at"].dt.strftime("%Y-%m"),
+        month=_month_labels(orders["purchased_at"]),
         with_items=orders["items_value"] > 0,
         heavy_revenue=orders["revenue"].where(orders["heavy"], 0.0),
         new_customers=orders["rn"] == 1,
@@ -179,12 +217,13 @@ def _weekday_hour(orders: pd.DataFrame) -> pd.DataFrame:
     return _unkey(g.rename_axis(["state", "region", "weekday", "hour"]).reset_index())
 
 
-def _categories(conn: Connection, orders: pd.DataFrame) -> pd.DataFrame:
-    items = _read(conn, select(
-        ITM.c.order_id, func.coalesce(ITM.c.category, NO_CATEGORY).label("category"),
-        ITM.c.price, ITM.c.freight_value,
-    ))
-    items = items.merge(orders[["order_id", "state", "region", "heavy"]], on="order_id")
+def _categories(data: Dataset, orders: pd.DataFrame) -> pd.DataFrame:
+    names = np.append(data.category_names, NO_CATEGORY)  # code -1 (no category) picks the last
+    items = pd.DataFrame({
+        "order_id": data.item_ord, "category": pd.Series(names[data.item_category], dtype=object),
+        "price": data.item_price, "freight_value": data.item_freight,
+    })
+    items = items.merge(orders[["order_id", "state", "region", "gs", "gr", "heavy"]], on="order_id")
     items["price"] = items["price"].astype(float)
     items["freight_value"] = items["freight_value"].astype(float)
     items["revenue"] = items["price"] + items["freight_value"]
@@ -201,27 +240,22 @@ def _categories(conn: Connection, orders: pd.DataFrame) -> pd.DataFrame:
 # --- cohorts --------------------------------------------------------------------------
 
 
-def _cohorts(orders: pd.DataFrame) -> pd.DataFrame:
-    ts = orders["purchased_at"]
-    days = (ts.dt.normalize() - pd.Timestamp(EPOCH_MONDAY)).dt.days.to_numpy()
-    periods = {
-        "month": (ts.dt.year * 12 + ts.dt.month - 1).to_numpy(),
-        # whole weeks since EPOCH_MONDAY, truncated toward zero as the SQL does
-        "week": np.sign(days) * (np.abs(days) // 7),
-    }
+def _cohorts(data: Dataset, as_of: dt.date) -> pd.DataFrame:
+    # (state, region) of each customer as one code (missing values get a code of their own)
+    s_code, s_names = pd.factorize(pd.Series(data.state, dtype=object))
+    r_code, r_names = pd.factorize(pd.Series(data.region, dtype=object))
+    states = np.array([*s_names, None], dtype=object)
+    regions = np.array([*r_names, None], dtype=object)
+    s_code = np.where(s_code < 0, len(s_names), s_code)
+    r_code = np.where(r_code < 0, len(r_names), r_code)
+    group = s_code * len(regions) + r_code
     out = []
-    for period, p in periods.items():
-        o = orders[["customer_id", "state", "region", "revenue"]].assign(p=p)
-        activity = o.groupby(["customer_id", "p"], as_index=False).agg(
-            revenue=("revenue", "sum"), state=("state", "first"), region=("region", "first"),
-        )
-        activity["cohort"] = activity.groupby("customer_id")["p"].transform("min")
-        activity["k"] = activity["p"] - activity["cohort"]
-        g = activity.groupby([activity["cohort"], activity["k"], *_geo(activity)]).agg(
-            active=("customer_id", "size"), revenue=("revenue", "sum"),
-        )
-        g = g.rename_axis(["cohort", "k", "state", "region"]).reset_index()
-        out.append(_unkey(g).assign(period=period))
+    for period in ("month", "week"):
+        cells = cohort_cells(data, as_of, period, group=group.astype(np.int64))
+        if len(cells):
+            s_of, r_of = np.divmod(cells.pop("group").to_numpy(), len(regions))
+            cells = cells.assign(state=states[s_of], region=regions[r_of])
+        out.append(cells.assign(period=period))
     return pd.concat(out, ignore_index=True)
 
 
@@ -229,7 +263,7 @@ def _cohorts(orders: pd.DataFrame) -> pd.DataFrame:
 
 
 def _delivery(orders: pd.DataFrame, reviews: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    o = dlv.prepare_orders(orders[["order_id", "customer_id", "ts", "state", "region", "days",
+    o = dlv.prepare_orders(orders[["order_id", "customer_id", "ts", "state", "region", "gs", "gr", "days",
                                    "days_late", "freight_value"]].rename(columns={"freight_value": "freight"}))
     delivered = o[o["days"].notna()]
 
@@ -259,7 +293,7 @@ def _delivery(orders: pd.DataFrame, reviews: pd.DataFrame) -> dict[str, pd.DataF
         purchases=("order_id", "size"), delivered=("delivered", "sum"),
         with_estimate=("with_estimate", "sum"),
     )
-    rated = reviews.merge(delivered.loc[delivered["on_time"].notna(), ["order_id", "on_time", "state", "region"]])
+    rated = reviews.merge(delivered.loc[delivered["on_time"].notna(), ["order_id", "on_time", "state", "region", "gs", "gr"]])
     rated["on_time"] = rated["on_time"].astype(bool)
     for flag, name in ((True, "on_time"), (False, "late")):
         r = rated[rated["on_time"] == flag]
@@ -292,14 +326,12 @@ def _places(frame: pd.DataFrame):  # noqa: ANN202 - yields (kind, value, rows)
 # --- payments -------------------------------------------------------------------------
 
 
-def _payments(conn: Connection, orders: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    pay = _read(conn, select(
-        PAY.c.order_id, func.coalesce(PAY.c.method, "(unknown)").label("method"),
-        PAY.c.installments, PAY.c.value,
-    ))
-    pay["value"] = pay["value"].astype(float)
+def _payments(data: Dataset, orders: pd.DataFrame, scores: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    methods = np.append(data.method_names, "(unknown)")  # code -1 (no method) picks the last
+    pay = pd.DataFrame({"order_id": data.pay_ord, "method": pd.Series(methods[data.pay_method], dtype=object),
+                        "installments": data.pay_installments, "value": data.pay_value})
     paid_per_order = pay.groupby("order_id")["value"].sum()
-    pay = pay.merge(orders[["order_id", "customer_id", "state", "region"]], on="order_id")
+    pay = pay.merge(orders[["order_id", "customer_id", "state", "region", "gs", "gr"]], on="order_id")
     inst = pd.to_numeric(pay["installments"]).astype(float)
 
     keys = [*_geo(pay), pay["method"], inst.fillna(-1.0).rename("installments")]
@@ -307,7 +339,6 @@ def _payments(conn: Connection, orders: pd.DataFrame) -> dict[str, pd.DataFrame]
     cells = _unkey(cells.rename_axis(["state", "region", "method", "installments"]).reset_index())
     cells["installments"] = cells["installments"].where(cells["installments"] != -1.0)
 
-    scores = _read(conn, select(SCO.c.customer_id, SCO.c.segment))
     seg = pay.assign(
         inst=inst, inst_n=inst.notna(), multi=pay["value"].where(inst > 1, 0.0),
     ).merge(scores, on="customer_id")
@@ -319,7 +350,7 @@ def _payments(conn: Connection, orders: pd.DataFrame) -> dict[str, pd.DataFrame]
     )
     segments = _unkey(segments.rename_axis(["state", "region", "segment"]).reset_index())
 
-    o = orders[["order_id", "customer_id", "purchased_at", "state", "region", "revenue"]].rename(
+    o = orders[["order_id", "customer_id", "purchased_at", "state", "region", "gs", "gr", "revenue"]].rename(
         columns={"revenue": "order_value"}
     )
     o["paid"] = o["order_id"].map(paid_per_order)
@@ -333,6 +364,10 @@ def _payments(conn: Connection, orders: pd.DataFrame) -> dict[str, pd.DataFrame]
     )
     per_geo = _unkey(per_geo.rename_axis(["state", "region"]).reset_index())
     mismatches = o[o["mismatch"]].drop(columns=["mismatch", "mismatch_value"])
+    mismatches = mismatches.assign(  # the ids behind the codes
+        order_id=_ids(data.order_id, mismatches["order_id"]),
+        customer_id=_ids(data.customer_ids, mismatches["customer_id"]),
+    )
     return {
         "agg_payments": cells, "agg_payment_segments": segments,
         "agg_payment_orders": per_geo, "agg_payment_mismatches": mismatches,

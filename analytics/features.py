@@ -15,120 +15,91 @@ cut at the as-of date equal those from the full store):
 - tenure_days / recency_days = whole days from the first / last purchase day to as-of;
 - first_order_value = revenue of the earliest purchase (ties: smallest order_id).
 
-The heavy lifting is a narrow columnar read of each table into Arrow
-(`analytics.columnar`: the database serialises, Arrow's C++ reader parses) and
-integer-coded numpy group-bys (no per-row Python), which is faster here than SQL
-GROUP BYs on SQLite.
+The heavy lifting is one columnar read of the store (`analytics.dataset`: the database
+serialises, Arrow's C++ reader parses) and integer-coded numpy group-bys (no per-row
+Python), which is faster here than SQL GROUP BYs on SQLite. The refresh passes the
+`Dataset` it has read so that features, cohorts, facts and the churn model share one read.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.compute as pc
 from sqlalchemy import Engine
 
-from analytics.columnar import Col, read_columns
+from analytics.dataset import DAY_US, NAT, Dataset, read_dataset, to_micros
 from analytics.periods import end_of_day
 from storage import schema
-from storage.store import NON_PURCHASE_STATUSES
-from storage.validation import take
 
-ORD, ITEM, PAY, REV, CUS = (
-    schema.orders, schema.order_items, schema.payments, schema.reviews, schema.customers,
-)
 FEATURE_COLUMNS = tuple(c.name for c in schema.customer_features.columns)
 
 
-def build_features(engine: Engine, as_of: dt.date) -> pd.DataFrame:
-    """Features of every customer with a purchase on or before `as_of` (sorted by customer_id)."""
-    cutoff = end_of_day(as_of)
-    # the other tables are read in the background while the orders are read and processed
-    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="pulse-features") as pool:
-        later = {name: pool.submit(read_columns, engine, *args) for name, args in _reads(cutoff).items()}
-        return _build(engine, as_of, cutoff, later)
+def build_features(engine: Engine, as_of: dt.date, dataset: Dataset | None = None) -> pd.DataFrame:
+    """Features of every customer with a purchase on or before `as_of` (sorted by customer_id).
+
+    `dataset`: the store already read (`read_dataset`), else it is read here.
+    """
+    data = dataset if dataset is not None else read_dataset(engine, full=False)
+    return features_of(data, as_of)
 
 
-def _reads(cutoff: dt.datetime) -> dict[str, tuple]:
-    return {
-        "items": ("order_items", [
-            Col("order_id", "order_id", "str"), Col("category", "category", "str"),
-            Col("quantity", "quantity", "float"),
-        ]),
-        "payments": ("payments", [
-            Col("order_id", "order_id", "str"), Col("value", "installments", "float"),
-        ], "installments IS NOT NULL"),
-        "reviews": ("reviews", [
-            Col("order_id", "order_id", "str"), Col("value", "score", "float"),
-        ], "created_at < :cutoff", {"cutoff": cutoff}),
-        "geo": ("customers", [
-            Col("customer_id", "customer_id", "str"), Col("state", "state", "str"),
-            Col("region", "region", "str"),
-        ]),
-    }
-
-
-def _build(engine: Engine, as_of: dt.date, cutoff: dt.datetime, later: dict[str, Future]) -> pd.DataFrame:
-    orders = read_columns(engine, "orders", [
-        Col("order_id", "order_id", "str"), Col("customer_id", "customer_id", "str"),
-        Col("items_value", "items_value", "float"), Col("freight_value", "freight_value", "float"),
-        Col("purchased_at", "purchased_at", "ts"), Col("delivered_at", "delivered_at", "ts"),
-        Col("estimated_delivery_at", "estimated_delivery_at", "ts"),
-    ], f"status NOT IN ({_NON_PURCHASE}) AND purchased_at < :cutoff", {"cutoff": cutoff})
-    if orders.num_rows == 0:
+def features_of(data: Dataset, as_of: dt.date) -> pd.DataFrame:
+    """`build_features` over an already read `Dataset`."""
+    cutoff_us = to_micros(end_of_day(as_of))
+    scope = data.in_scope(as_of)
+    if not scope.any():
         return empty_features()
-
-    customer_ids, cust_code = _sorted_codes(orders.column("customer_id"))
-    n = len(customer_ids)
-    order_ids = orders.column("order_id")
+    n_all = data.n_customers
+    cust_all = data.cust[scope]
+    n_orders_all = np.bincount(cust_all, minlength=n_all)
+    who = np.flatnonzero(n_orders_all > 0)  # customers with a purchase, in id order
+    new_code = np.full(n_all, -1, dtype=np.int64)
+    new_code[who] = np.arange(len(who))
+    n = len(who)
+    cust = new_code[cust_all]
 
     def per_customer(codes: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
         return np.bincount(codes, weights=weights, minlength=n)
 
-    items_value = _floats(orders, "items_value")
-    freight_value = _floats(orders, "freight_value")
+    items_value = data.items_value[scope]
+    freight_value = data.freight_value[scope]
     revenue_each = items_value + freight_value
-    n_orders = per_customer(cust_code).astype(np.int64)
-    revenue = per_customer(cust_code, revenue_each)
-    freight = per_customer(cust_code, freight_value)
+    n_orders = n_orders_all[who].astype(np.int64)
+    revenue = per_customer(cust, revenue_each)
+    freight = per_customer(cust, freight_value)
 
-    bought = _micros(orders, "purchased_at")
-    # rows by customer, purchase time, order_id: the first row of a customer is their
+    # rows are sorted by customer, purchase time, order_id: a customer's first row is their
     # earliest purchase (ties: smallest order_id), the last one their latest
-    order_rank = np.empty(len(bought), dtype=np.int64)
-    order_rank[pc.sort_indices(order_ids).to_numpy()] = np.arange(len(bought))
-    by_time = np.lexsort((order_rank, bought, cust_code))
-    starts = np.flatnonzero(np.r_[True, np.diff(cust_code[by_time]) != 0])
-    ends = np.r_[starts[1:], len(by_time)] - 1
-    first_purchase = bought[by_time[starts]].view("datetime64[us]")
-    last_purchase = bought[by_time[ends]].view("datetime64[us]")
-    first_order_value = revenue_each[by_time[starts]]
+    bought = data.purchased[scope]
+    starts = np.flatnonzero(np.r_[True, cust[1:] != cust[:-1]])
+    ends = np.r_[starts[1:], len(cust)] - 1
+    first_purchase = bought[starts].view("datetime64[us]")
+    last_purchase = bought[ends].view("datetime64[us]")
+    first_order_value = revenue_each[starts]
 
-    delivered = _micros(orders, "delivered_at", fill=_NAT)
-    estimated = _micros(orders, "estimated_delivery_at", fill=_NAT)
-    cutoff_us = _to_micros(cutoff)
-    has_delivery = (delivered != _NAT) & (estimated != _NAT) & (delivered < cutoff_us)
-    late = (np.floor_divide(delivered, _DAY_US) > np.floor_divide(estimated, _DAY_US)) & has_delivery
-    n_delivered = per_customer(cust_code, has_delivery.astype(float))
-    n_late = per_customer(cust_code, late.astype(float))
+    delivered = data.delivered[scope]
+    estimated = data.estimated[scope]
+    has_delivery = (delivered != NAT) & (estimated != NAT) & (delivered < cutoff_us)
+    late = (np.floor_divide(delivered, DAY_US) > np.floor_divide(estimated, DAY_US)) & has_delivery
+    n_delivered = per_customer(cust, has_delivery.astype(float))
+    n_late = per_customer(cust, late.astype(float))
     with np.errstate(invalid="ignore", divide="ignore"):
         late_share = np.where(n_delivered > 0, n_late / n_delivered, np.nan)
 
-    items, categories, top_category = _item_features(later["items"].result(), order_ids, cust_code, n)
-    avg_installments = _installments(later["payments"].result(), order_ids, cust_code, n)
-    avg_review = _mean_per_customer(later["reviews"].result(), order_ids, cust_code, n)
-    geo = later["geo"].result()
-    at = positions(customer_ids, geo.column("customer_id"))
-    state = take(_objects(geo.column("state")), at)
-    region = take(_objects(geo.column("region")), at)
+    # customer (new code) of each order row; -1 outside the scope
+    row_cust = np.full(len(data.cust), -1, dtype=np.int64)
+    row_cust[scope] = cust
+    items, categories, top_category = _item_features(data, row_cust, n)
+    avg_installments = _installments(data, row_cust, n)
+    rc = row_cust[data.review_ord]
+    reviewed = (rc >= 0) & (data.review_created != NAT) & (data.review_created < cutoff_us)
+    avg_review = _mean(rc[reviewed], data.review_score[reviewed], n)
 
     as_of_day = (pd.Timestamp(as_of) - _EPOCH).days
     frame = pd.DataFrame({
-        "customer_id": pd.Series(customer_ids.to_numpy(zero_copy_only=False), dtype=object),
+        "customer_id": pd.Series(data.customer_ids.take(who).to_numpy(zero_copy_only=False), dtype=object),
         "as_of": as_of,
         "first_purchase": first_purchase,
         "last_purchase": last_purchase,
@@ -141,10 +112,10 @@ def _build(engine: Engine, as_of: dt.date, cutoff: dt.datetime, later: dict[str,
         "avg_installments": avg_installments,
         "late_share": late_share,
         "avg_review": avg_review,
-        "state": state,
-        "region": region,
-        "tenure_days": as_of_day - np.floor_divide(first_purchase.view(np.int64), _DAY_US),
-        "recency_days": as_of_day - np.floor_divide(last_purchase.view(np.int64), _DAY_US),
+        "state": data.state[who],
+        "region": data.region[who],
+        "tenure_days": as_of_day - np.floor_divide(first_purchase.view(np.int64), DAY_US),
+        "recency_days": as_of_day - np.floor_divide(last_purchase.view(np.int64), DAY_US),
         "first_order_value": first_order_value,
         "freight": freight,
     })
@@ -162,100 +133,45 @@ _EMPTY_DTYPES = {
     "avg_installments": float, "late_share": float, "avg_review": float,
     "tenure_days": "int64", "recency_days": "int64", "first_order_value": float, "freight": float,
 }
-
-
-def _item_features(
-    lines: pa.Table, order_ids: pa.ChunkedArray, cust_code: np.ndarray, n: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """items (Σ quantity), distinct categories and top category per customer."""
-    pos = positions(lines.column("order_id"), order_ids)
-    keep = pos >= 0  # items of purchases in scope only
-    codes = cust_code[pos[keep]]
-    items = np.bincount(codes, weights=_floats(lines, "quantity")[keep], minlength=n)
-
-    cat_names, cat_code = _sorted_codes(lines.column("category").filter(pa.array(keep)))
-    named = cat_code >= 0
-    k = len(cat_names)
-    pair, count = np.unique(codes[named] * np.int64(max(k, 1)) + cat_code[named], return_counts=True)
-    c, kk = np.divmod(pair, max(k, 1))
-    categories = np.bincount(c, minlength=n).astype(np.int64)
-    # per customer the category with most items, ties: alphabetical first (smallest code)
-    best = np.lexsort((kk, -count, c))
-    best = best[np.r_[True, np.diff(c[best]) != 0]] if len(best) else best
-    top_category = np.full(n, None, dtype=object)
-    names = cat_names.to_numpy(zero_copy_only=False).astype(object)
-    top_category[c[best]] = names[kk[best]]
-    return items, categories, top_category
-
-
-def _installments(pay: pa.Table, order_ids: pa.ChunkedArray, cust_code: np.ndarray,
-                  n: int) -> np.ndarray:
-    """Mean over each customer's purchases with payments of the order's largest instalment count."""
-    pos = positions(pay.column("order_id"), order_ids)
-    keep = pos >= 0
-    largest = np.full(len(order_ids), -np.inf)
-    np.maximum.at(largest, pos[keep], _floats(pay, "value")[keep])
-    paid = np.isfinite(largest)
-    total = np.bincount(cust_code[paid], weights=largest[paid], minlength=n)
-    count = np.bincount(cust_code[paid], minlength=n)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(count > 0, total / count, np.nan)
-
-
-def _mean_per_customer(
-    rows: pa.Table, order_ids: pa.ChunkedArray, cust_code: np.ndarray, n: int
-) -> np.ndarray:
-    """Mean of `rows.value` (keyed by order_id) over each customer's purchases; NaN if none."""
-    pos = positions(rows.column("order_id"), order_ids)
-    keep = pos >= 0
-    codes = cust_code[pos[keep]]
-    total = np.bincount(codes, weights=_floats(rows, "value")[keep], minlength=n)
-    count = np.bincount(codes, minlength=n)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(count > 0, total / count, np.nan)
-
-
-# --- Arrow helpers ----------------------------------------------------------------------------
-
-_NON_PURCHASE = ", ".join(f"'{s}'" for s in NON_PURCHASE_STATUSES)
-_DAY_US = 86_400_000_000
-_NAT = np.iinfo(np.int64).min
 _EPOCH = pd.Timestamp("1970-01-01")
 
 
-def _sorted_codes(values: pa.ChunkedArray | pa.Array) -> tuple[pa.Array, np.ndarray]:
-    """(distinct non-null values sorted, code of each value in them; -1 for null)."""
-    uniq = pc.unique(values).drop_null()
-    uniq = uniq.take(pc.sort_indices(uniq))
-    codes = pc.index_in(values, value_set=_flat(uniq)).fill_null(-1)
-    return uniq, np.asarray(codes.to_numpy(zero_copy_only=False), dtype=np.int64)
+def _item_features(data: Dataset, row_cust: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """items (Σ quantity), distinct categories and top category per customer."""
+    codes = row_cust[data.item_ord]
+    keep = codes >= 0  # items of purchases in scope only
+    codes = codes[keep]
+    items = np.bincount(codes, weights=data.item_quantity[keep], minlength=n)
+    cat_code = data.item_category[keep]
+    named = cat_code >= 0
+    k = max(len(data.category_names), 1)
+    pair, count = np.unique(codes[named] * np.int64(k) + cat_code[named], return_counts=True)
+    c, kk = np.divmod(pair, k)
+    categories = np.bincount(c, minlength=n).astype(np.int64)
+    # per customer the category with most items, ties: alphabetical first (smallest code);
+    # pairs are sorted by customer then code, so a stable sort by -count within customer works
+    best = np.lexsort((-count, c))
+    best = best[np.r_[True, np.diff(c[best]) != 0]] if len(best) else best
+    top_category = np.full(n, None, dtype=object)
+    top_category[c[best]] = data.category_names[kk[best]]
+    return items, categories, top_category
 
 
-def positions(keys: pa.ChunkedArray | pa.Array, index: pa.ChunkedArray | pa.Array) -> np.ndarray:
-    """Position of each key in `index` (-1 when absent), by Arrow's hash lookup."""
-    found = pc.index_in(keys, value_set=_flat(index)).fill_null(-1)
-    return np.asarray(found.to_numpy(zero_copy_only=False), dtype=np.int64)
+def _installments(data: Dataset, row_cust: np.ndarray, n: int) -> np.ndarray:
+    """Mean over each customer's purchases with payments of the order's largest instalment count."""
+    inst = data.pay_installments
+    keep = (row_cust[data.pay_ord] >= 0) & ~np.isnan(inst)
+    # largest instalment count per order: sort by (order, count) and take each order's last
+    o, v = data.pay_ord[keep], inst[keep]
+    by = np.lexsort((v, o))
+    o, v = o[by], v[by]
+    last = np.r_[o[1:] != o[:-1], True] if len(o) else np.zeros(0, dtype=bool)
+    return _mean(row_cust[o[last]], v[last], n)
 
 
-def _flat(values: pa.ChunkedArray | pa.Array) -> pa.Array:
-    return values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
-
-
-def _floats(table: pa.Table, name: str) -> np.ndarray:
-    col = table.column(name)
-    return col.fill_null(np.nan).to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
-
-
-def _micros(table: pa.Table, name: str, fill: int | None = None) -> np.ndarray:
-    col = table.column(name).cast(pa.int64())
-    if fill is not None:
-        col = col.fill_null(fill)
-    return col.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
-
-
-def _to_micros(value: dt.datetime) -> int:
-    return int((pd.Timestamp(value) - _EPOCH) // pd.Timedelta(microseconds=1))
-
-
-def _objects(col: pa.ChunkedArray) -> np.ndarray:
-    return col.to_numpy(zero_copy_only=False).astype(object)
+def _mean(codes: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
+    """Mean of `values` per customer code; NaN without values."""
+    total = np.bincount(codes, weights=values, minlength=n)
+    count = np.bincount(codes, minlength=n)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, total / count, np.nan)

@@ -17,7 +17,9 @@ Scorers (churn, P(alive), CLV, …) plug in without changing this module: a scor
 callable ``scorer(engine, features, scores, as_of) -> DataFrame`` that gets the features,
 the scores so far (each scorer sees the columns of the ones before it) and the as-of
 date, and returns `customer_id` (column or index) plus any of `SCORER_COLUMNS`. Its
-optional `version` attribute goes into the model version. A scorer that raises, or
+optional `version` attribute goes into the model version; with a true `uses_dataset`
+attribute it is also passed ``dataset=`` (the store as read once by the refresh,
+`analytics.dataset.Dataset`) so that it need not read the store again. A scorer that raises, or
 returns other columns, is reported in `RefreshReport.scorer_errors` and skipped; the
 rest of the refresh still completes.
 """
@@ -36,8 +38,9 @@ from sqlalchemy import Engine, func, select
 
 from analytics.asof import AsOf, resolve_as_of
 from analytics.clusters import ClusterResult, cluster_customers
+from analytics.dataset import Dataset, read_dataset
 from analytics.facts import build_facts
-from analytics.features import build_features
+from analytics.features import features_of
 from analytics.rfm import rfm_scores
 from storage import schema
 from storage.loaders.bulk import BulkWriter
@@ -128,7 +131,9 @@ def refresh(
     fingerprint = data_fingerprint(engine)
     lap("as_of")
 
-    features = build_features(engine, as_of.date)
+    data = read_dataset(engine)  # one columnar read shared by features, scorers and facts
+    lap("read")
+    features = features_of(data, as_of.date)
     lap("features")
     rfm = rfm_scores(features)
     lap("rfm")
@@ -141,7 +146,9 @@ def refresh(
     for scorer in scorers:
         name = getattr(scorer, "__name__", type(scorer).__name__)
         try:
-            scores = _merge_scorer(scores, scorer(engine, features, scores.copy(), as_of.date))
+            # a scorer with `uses_dataset` also gets the store already read
+            extra = {"dataset": data} if getattr(scorer, "uses_dataset", False) else {}
+            scores = _merge_scorer(scores, scorer(engine, features, scores.copy(), as_of.date, **extra))
             versions.append(str(getattr(scorer, "version", name)))
         except Exception as exc:  # noqa: BLE001 - a failing scorer must not stop the refresh
             errors[name] = f"{type(exc).__name__}: {exc}"
@@ -156,7 +163,7 @@ def refresh(
         fallbacks=tuple(rfm.attrs.get("fallbacks", ())), timings=timings,
         fingerprint=fingerprint, scorer_errors=errors,
     )
-    _write(engine, as_of, features, scores, model_version, clusters, report, seed)
+    _write(engine, as_of, features, scores, model_version, clusters, report, seed, data)
     lap("write")
     timings["write"] -= timings.get("facts", 0.0)  # reported as its own stage
     return report
@@ -185,7 +192,7 @@ def _merge_scorer(scores: pd.DataFrame, extra: pd.DataFrame) -> pd.DataFrame:
 
 def _write(engine: Engine, as_of: AsOf, features: pd.DataFrame, scores: pd.DataFrame,
            model_version: str, clusters: ClusterResult | None, report: RefreshReport,
-           seed: int) -> None:
+           seed: int, data: Dataset) -> None:
     day = as_of.date.isoformat()
     feature_rows = features.assign(as_of=day)
     score_rows = scores.assign(as_of=day, model_version=model_version)
@@ -203,7 +210,7 @@ def _write(engine: Engine, as_of: AsOf, features: pd.DataFrame, scores: pd.DataF
         conn.execute(S.delete().where(S.c.snapshot_date == as_of.date))
         writer.insert(S, snapshot)
         facts_started = time.perf_counter()  # answer facts (agg_*), after the scores they read
-        build_facts(engine, as_of.date, conn)
+        build_facts(engine, as_of.date, conn, dataset=data, segments=scores[["customer_id", "segment"]])
         report.timings["facts"] = time.perf_counter() - facts_started
         set_meta(conn, "as_of", as_of.to_dict())
         set_meta(conn, "refreshed_at", dt.datetime.now().isoformat(timespec="seconds"))

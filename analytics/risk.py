@@ -52,6 +52,7 @@ from analytics.clv import (
     customer_lifetime_value,
     rfm_summary,
 )
+from analytics.dataset import Dataset
 from analytics.errors import NotAvailable
 from analytics.model_store import data_fingerprint, load_card, load_model, save_model
 from analytics.periods import end_of_day
@@ -182,6 +183,7 @@ class RiskScorer:
     """
 
     __name__ = "churn_risk"
+    uses_dataset = True  # the refresh passes the store it has read
 
     def __init__(self, horizon_days: int = 90, seed: int = 42, *, discount_rate: float = 0.10,
                  risk_high: float = 0.70, risk_medium: float = 0.40, retrain: bool = False):
@@ -196,8 +198,8 @@ class RiskScorer:
         self.last_run: dict[str, Any] = {}
 
     def __call__(self, engine: Engine, features: pd.DataFrame | None, scores: pd.DataFrame | None,
-                 as_of: dt.date) -> pd.DataFrame:
-        history = read_history(engine)
+                 as_of: dt.date, dataset: Dataset | None = None) -> pd.DataFrame:
+        history = read_history(engine, dataset)
         fingerprint = data_fingerprint(engine)
         X = churn_features(history, as_of)
         model, churn_card = self._supervised(engine, history, as_of, fingerprint)

@@ -132,8 +132,10 @@ def stage_yardstick(params: dict[str, Any]) -> dict[str, Any]:
 
 
 def stage_features(params: dict[str, Any]) -> dict[str, Any]:
-    """features + RFM + the monthly cohort matrix, in-process, from the store."""
+    """features + RFM + the monthly cohort matrix, in-process, from the store (read once, as
+    the refresh does; "features" includes that read, also reported apart as "read")."""
     from analytics.cohorts import cohort_retention
+    from analytics.dataset import read_dataset
     from analytics.features import build_features
     from analytics.rfm import rfm_scores
     from storage.store import open_store
@@ -141,15 +143,17 @@ def stage_features(params: dict[str, Any]) -> dict[str, Any]:
     engine = open_store(params["url"])
     as_of = _as_of(params)
     t0 = time.perf_counter()
-    features = build_features(engine, as_of)
+    data = read_dataset(engine, full=False)
+    t_read = time.perf_counter()
+    features = build_features(engine, as_of, dataset=data)
     t1 = time.perf_counter()
     rfm = rfm_scores(features)
     t2 = time.perf_counter()
-    cohorts = cohort_retention(engine, as_of)
+    cohorts = cohort_retention(engine, as_of, dataset=data)
     t3 = time.perf_counter()
     engine.dispose()
     return {"seconds": t3 - t0, "rows": params.get("orders"), "customers": len(features),
-            "parts": {"features": t1 - t0, "rfm": t2 - t1, "cohorts": t3 - t2},
+            "parts": {"features": t1 - t0, "rfm": t2 - t1, "cohorts": t3 - t2, "read": t_read - t0},
             "segments": int(rfm["segment"].nunique()), "cohorts": len(cohorts.cohorts)}
 
 
@@ -210,38 +214,147 @@ def _pct(values: list[float], q: float) -> float | None:
     return values[min(len(values) - 1, max(0, int(round(q * (len(values) - 1)))))]
 
 
-def stage_answers(params: dict[str, Any]) -> dict[str, Any]:
-    """Each command's answer (figures + charts rendered): a cold pass, warm passes, then 20
-    concurrent commands; and `/export-at-risk` of up to `export_rows` rows."""
-    router, engine = _router(params["url"])
-    commands = [c for c in ANSWER_COMMANDS if c.split()[0].lstrip("/") in router.commands]
-    per: dict[str, list[float]] = {c: [] for c in commands}
-    errors: dict[str, str] = {}
-    cold: dict[str, float] = {}
-    for rnd in range(int(params.get("passes", 2)) + 1):
-        for text in commands:
-            t0 = time.perf_counter()
-            answer = router.handle(text)
-            took = time.perf_counter() - t0
-            if rnd == 0:
-                cold[text] = took
-            else:
-                per[text].append(took)
-            if answer.is_error:
-                errors[text] = answer.summary[:200]
-    warm = [v for vs in per.values() for v in vs]
-    # 20 at once (what a busy channel does): the time each waits for its answer
-    burst = [commands[i % len(commands)] for i in range(20)]
+def _burst(handle, texts: list[str]) -> tuple[list[float], float]:  # noqa: ANN001
+    """Each text answered at once on its own thread: (seconds each waited, wall seconds)."""
 
     def timed(text: str) -> float:
         t0 = time.perf_counter()
-        router.handle(text)
+        handle(text)
         return time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=20) as pool:
-        concurrent = list(pool.map(timed, burst))
-    burst_s = time.perf_counter() - t0
+    with ThreadPoolExecutor(max_workers=len(texts)) as pool:
+        took = list(pool.map(timed, texts))
+    return took, time.perf_counter() - t0
+
+
+def _spread(values: list[float]) -> dict[str, float | None]:
+    return {"p50": _pct(values, 0.5), "p95": _pct(values, 0.95), "p99": _pct(values, 0.99),
+            "max": max(values) if values else None, "n": len(values)}
+
+
+MISS_COMMANDS = ("/kpis {s}", "/delivery {s}", "/payments {s}", "/finance {s}", "/churn-risk {s}")
+
+
+def _slack_rounds(url: str, rounds: list[tuple[str, list[str]]], *, cache: bool = True,
+                  timeout: float = 300.0, **bot: Any) -> dict[str, Any]:
+    """The real Bolt app in its own process (benchmarks/slack_bot.py) against the Slack
+    emulator: each round posts its signed slash commands all at once and records each
+    acknowledgement and when the answer (message, then its charts) reached Slack."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    sys.path.insert(0, str(root / "tests"))
+    from slack_emulator import SlackEmulator
+
+    token, secret = "xoxb-bench-0000-1111-abcdefghijkl", "bench-signing-secret-0123456789"
+    out: dict[str, Any] = {}
+    with SlackEmulator(token=token) as emu:
+        params = {"url": url, "api_url": emu.base_url, "token": token, "secret": secret,
+                  "cache": cache, **bot}
+        proc = subprocess.Popen([sys.executable, "-m", "benchmarks.slack_bot", json.dumps(params)],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=root, text=True)
+        try:
+            line = proc.stdout.readline()
+            if not line.startswith("PORT "):
+                raise RuntimeError(f"the bot did not start: {line!r}")
+            endpoint = f"http://127.0.0.1:{int(line.split()[1])}/slack/events"
+            base = emu.response_url("x")[:-1]
+            for r, (name, texts) in enumerate(rounds):
+                emu.reset()
+                users = [f"UB{r:02d}{i:04d}" for i in range(len(texts))]
+                job = {"endpoint": endpoint, "secret": secret, "team_id": emu.team_id,
+                       "app_id": emu.app_id, "response_url": base,
+                       "commands": [list(c) for c in zip(users, texts, strict=True)]}
+                fired = subprocess.run([sys.executable, "-m", "benchmarks.slack_bot", "fire",
+                                        json.dumps(job)], capture_output=True, text=True,
+                                       cwd=root, check=True)
+                got = json.loads(fired.stdout.strip().splitlines()[-1])
+                sent, acks = got["sent"], got["acks"]
+                posted: dict[str, float] = {}  # user -> when the answer reached Slack
+                thread: dict[str, float] = {}  # user -> ts of the in-channel answer
+                deadline = time.time() + timeout
+                while len(posted) < len(users) and time.time() < deadline:
+                    for call in emu.calls("chat.postMessage"):
+                        blob = json.dumps(call.params.get("blocks") or [])
+                        for u in users:
+                            if u not in posted and call.ok and f"<@{u}>" in blob:
+                                posted[u], thread[u] = call.time, float(call.response["ts"])
+                    for resp in emu.responses():
+                        if resp.name in users and resp.name not in posted:
+                            posted[resp.name] = resp.time  # an ephemeral or error reply
+                    time.sleep(0.02)
+                time.sleep(1.0)  # let the last charts finish uploading
+                uploads = emu.uploads("C0GENERAL")
+                done = []
+                for u in users:
+                    if u not in posted:
+                        continue
+                    last = max([up.time for up in uploads if u in thread and up.thread_ts
+                                and float(up.thread_ts) == thread[u]], default=posted[u])
+                    done.append(max(last, posted[u]) - sent)
+                out[name] = {"ack": _spread(acks), "answer_posted": _spread(
+                    [posted[u] - sent for u in users if u in posted]),
+                    "answer_with_charts": _spread(done), "unanswered": len(users) - len(done)}
+        finally:
+            proc.stdin.close()
+            proc.wait(timeout=30)
+    return out
+
+
+def stage_answers(params: dict[str, Any]) -> dict[str, Any]:
+    """Each command's answer (figures + charts rendered), first computed on every request
+    (the old path), then pre-rendered and served from the answer cache: cold and warm
+    passes, 20 concurrent commands, the same through the real Slack app (acks and answers),
+    cache misses, and `/export-at-risk` of up to `export_rows` rows. With `passes` 0 (the
+    smoke run) the uncached burst and the misses are left out and Slack gets one round."""
+    from bot.answer_cache import AnswerCache, warm_texts
+
+    router, engine = _router(params["url"])
+    cache = AnswerCache(router)
+    commands = [c for c in ANSWER_COMMANDS if c.split()[0].lstrip("/") in router.commands]
+    errors: dict[str, str] = {}
+    burst = [commands[i % len(commands)] for i in range(20)]
+    # before: every request computes and renders
+    cold: dict[str, float] = {}
+    computed = {}
+    for text in commands:
+        t0 = time.perf_counter()
+        answer = computed[text] = router.handle(text)
+        cold[text] = time.perf_counter() - t0
+        if answer.is_error:
+            errors[text] = answer.summary[:200]
+    quick = int(params.get("passes", 2)) == 0  # the smoke run: each part once, no misses
+    uncached20, uncached_burst_s = ([], None) if quick else _burst(router.handle, burst)
+    # after: pre-rendered once after the refresh, then served
+    scope = params.get("warm_scope", "defaults")
+    if quick:  # keep the cold pass's answers instead of rendering them again
+        for text in commands:
+            key = cache.key_for(text)
+            if key is not None:
+                cache.store(key, computed[text])
+    report = cache.warm(commands if quick else [*commands, *warm_texts(router, scope)])
+    per: dict[str, list[float]] = {c: [] for c in commands}
+    for _ in range(int(params.get("passes", 2))):
+        for text in commands:
+            t0 = time.perf_counter()
+            cache.handle(text)
+            per[text].append(time.perf_counter() - t0)
+    warm = [v for vs in per.values() for v in vs]
+    concurrent, burst_s = _burst(cache.handle, burst)
+    states = _states(engine)
+    misses = [MISS_COMMANDS[i % len(MISS_COMMANDS)].format(s=states[i % len(states)])
+              for i in range(20)] if states and scope != "all" and not quick else []
+    slack: dict[str, Any] = {}
+    if params.get("slack", True):
+        try:
+            n = 1 if quick else int(params.get("slack_rounds", 3))
+            rounds = [(f"cached-{i}", burst) for i in range(n)]
+            if misses:
+                rounds.append(("misses", misses))
+            slack = _slack_rounds(params["url"], rounds)
+        except Exception as exc:  # noqa: BLE001 - the other figures still count
+            errors["slack"] = repr(exc)[:300]
     export_rows = int(params.get("export_rows", 100_000))
     t0 = time.perf_counter()
     exported = router.handle(f"/export-at-risk min-prob 0 limit {export_rows}")
@@ -249,13 +362,30 @@ def stage_answers(params: dict[str, Any]) -> dict[str, Any]:
     if exported.is_error:
         errors["/export-at-risk"] = exported.summary[:200]
     engine.dispose()
+    acks = [v for k, r in slack.items() if k.startswith("cached") for v in [r["ack"]["p99"]] if v]
+    answers = [r["answer_with_charts"]["p95"] for k, r in slack.items()
+               if k.startswith("cached") and r["answer_with_charts"]["p95"] is not None]
     return {
         "seconds": statistics.median(warm or list(cold.values())) if commands else None,
         "p95_cold": _pct(list(cold.values()), 0.95), "p95_warm": _pct(warm, 0.95),
-        "p95_concurrent20": _pct(concurrent, 0.95), "burst20_s": burst_s,
+        "p95_concurrent20": _pct(concurrent, 0.95), "concurrent20": _spread(concurrent),
+        "burst20_s": burst_s, "uncached": {"p95_cold": _pct(list(cold.values()), 0.95),
+                                           "concurrent20": _spread(uncached20),
+                                           "burst20_s": uncached_burst_s},
+        "warm_up": {"scope": scope, "rendered": report.rendered, "already": report.already,
+                    "not_cached": report.skipped, "seconds": report.seconds},
+        "slack": slack, "slack_ack_p99": max(acks) if acks else None,
+        "slack_answer_p95": max(answers) if answers else None,
         "export_s": export_s, "export_rows": export_rows,
+        "exported_rows": exported.export.rows if exported.export else 0,
         "cold": cold, "warm_max": {c: max(v) for c, v in per.items() if v}, "errors": errors,
     }
+
+
+def _states(engine) -> list[str]:  # noqa: ANN001 - Engine
+    from bot.router import _known_places
+
+    return sorted(_known_places(engine)[0])
 
 
 def stage_digest(params: dict[str, Any]) -> dict[str, Any]:

@@ -20,7 +20,7 @@ def create_app(
     engine: Engine,
     *,
     client: WebClient | None = None,
-    process_before_response: bool = False,
+    process_before_response: bool = True,
     workers: int = 16,
 ) -> App:
     """A Bolt App answering every router command, mentions, DMs and buttons.
@@ -28,7 +28,10 @@ def create_app(
     The token and signing secret come from `settings`; the Web API client talks to
     `settings.slack_api_url` and retries 429 (Retry-After), 5xx and lost connections.
     Bolt checks every request's signature and refuses ones older than 5 minutes.
-    `workers` threads compute answers; acknowledging never waits for them.
+    `workers` threads compute answers; acknowledging never waits for them. Listeners only
+    acknowledge and queue the answer, so by default they run in the request thread
+    (`process_before_response`): the HTTP reply leaves as soon as they return, instead of
+    after Bolt's 10 ms polling for an acknowledgement made on another thread.
     """
     token = client.token if client is not None else settings.slack_bot_token
     if not token:
@@ -41,7 +44,7 @@ def create_app(
         client=client,
         signing_secret=settings.slack_signing_secret or "",
         process_before_response=process_before_response,
-        # Runs acks and the short lazy hand-offs only; answers run on the Replier's pool.
+        # Runs listeners when process_before_response is off; answers run on the Replier's pool.
         listener_executor=ThreadPoolExecutor(max_workers=32, thread_name_prefix="bolt"),
     )
     replier = Replier(Router(engine, settings), settings, workers=workers)

@@ -94,9 +94,13 @@ def cli(ctx: click.Context, config: str | None, database_url: str | None) -> Non
               help="transactions: reader options, e.g. sep=whitespace, date_format=%Y%m%d, "
                    "header=none, columns=a;b;c, encoding=latin-1.")
 @click.option("--no-refresh", is_flag=True, help="Do not recompute features and scores after loading.")
+@click.option("--warm", type=click.Choice(["all", "defaults", "none"]), default="defaults",
+              show_default=True,
+              help="Pre-render answers after the refresh: every command's default and example "
+                   "forms, those plus every region and state (all), or none.")
 @pass_ctx
 def load(ctx: Context, path: str, fmt: str, mapping: str | None, options: tuple[str, ...],
-         no_refresh: bool) -> None:
+         no_refresh: bool, warm: str) -> None:
     """Load a dataset (CSV, .gz, .xz, .zip, or a folder) into the store.
 
     Bad rows go to the quarantine table with the reason; loading the same file
@@ -121,7 +125,7 @@ def load(ctx: Context, path: str, fmt: str, mapping: str | None, options: tuple[
     for line in report.summary_lines():
         click.echo(line)
     if not no_refresh:
-        _run_refresh(ctx)
+        _run_refresh(ctx, warm)
 
 
 def _key_value(text: str) -> tuple[str, str]:
@@ -179,13 +183,18 @@ def ctx_invoke_load(ctx: Context, path: str, fmt: str) -> None:
 
 
 @cli.command()
+@click.option("--warm", type=click.Choice(["all", "defaults", "none"]), default="defaults",
+              show_default=True,
+              help="Pre-render answers after the refresh: every command's default and example "
+                   "forms, those plus every region and state (all), or none.")
 @pass_ctx
-def refresh(ctx: Context) -> None:
-    """Recompute customer features, RFM segments, clusters and scores, and today's snapshot."""
-    _run_refresh(ctx)
+def refresh(ctx: Context, warm: str) -> None:
+    """Recompute customer features, RFM segments, clusters and scores, and today's snapshot;
+    then pre-render the commands' answers (charts included) for the bot to serve."""
+    _run_refresh(ctx, warm)
 
 
-def _run_refresh(ctx: Context) -> None:
+def _run_refresh(ctx: Context, warm: str = "defaults") -> None:
     from analytics.refresh import refresh as run_refresh
     from bot.scheduler import default_scorers
 
@@ -197,6 +206,10 @@ def _run_refresh(ctx: Context) -> None:
     click.echo(f"  stages: {stages}")
     for name, err in report.scorer_errors.items():
         click.echo(f"  {name}: {err}")
+    if warm != "none":
+        from bot.answer_cache import warm_answers
+
+        click.echo("  " + warm_answers(ctx.engine, ctx.settings, warm).line())
 
 
 # --- running -----------------------------------------------------------------------------
@@ -244,9 +257,11 @@ def _ensure_data(ctx: Context) -> None:
 
 
 def _router(ctx: Context):
+    """The router behind the store's pre-rendered answers (same answers, served when there)."""
+    from bot.answer_cache import AnswerCache
     from bot.router import Router
 
-    return Router(ctx.engine, ctx.settings)
+    return AnswerCache(Router(ctx.engine, ctx.settings))
 
 
 @cli.command()

@@ -3,7 +3,8 @@
 In-channel answers are posted with chat.postMessage so their charts can be threaded under
 them; ephemeral ones (and every error) go through the response_url, or chat.postEphemeral
 when there is none (mentions). Exports are shared as CSV files into the channel. Work runs
-on a pool of our own, so Bolt's threads stay free to acknowledge within 3 seconds.
+on a pool of our own, so Bolt's threads stay free to acknowledge within 3 seconds; answers
+come from the pre-rendered answer cache when there (bot/answer_cache.py).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 
 from slack_sdk import WebClient
 
+from bot.answer_cache import AnswerCache
 from bot.answers import Answer
 from bot.blocks import answer_blocks, fallback_text, note_blocks
 from bot.router import Requester, Router
@@ -52,9 +54,15 @@ class Destination:
 class Replier:
     """Runs command texts through the router on a worker pool and posts the answers."""
 
-    def __init__(self, router: Router, settings: Settings, *, workers: int = 16):
+    def __init__(self, router: Router, settings: Settings, *, workers: int = 16,
+                 reply_workers: int = 4):
         self.router = router
+        self.answers = AnswerCache(router)
         self.settings = settings
+        # Two pools: a few threads post pre-rendered answers (more would only fight over the
+        # GIL with the threads acknowledging Slack); anything to compute goes to `pool`.
+        self.replies = ThreadPoolExecutor(max_workers=reply_workers,
+                                          thread_name_prefix="pulse-reply")
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pulse-answer")
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._seen_lock = threading.Lock()
@@ -63,14 +71,40 @@ class Replier:
 
     def submit(self, client: WebClient, text: str, dest: Destination,
                intro: str | None = None) -> Future:
-        """Answer `text` in the background; failures become a reply with a reference."""
-        return self.pool.submit(self.answer, client, text, dest, intro)
+        """Answer `text` in the background; failures become a reply with a reference.
+        The future is done when the answer has been posted (or its failure told)."""
+        done: Future = Future()
+
+        def route() -> None:
+            try:
+                cached = self.answers.cached(text)
+            except Exception:  # noqa: BLE001 - computing it reports any failure
+                log.exception("cache lookup for %r failed", text)
+                cached = None
+            if cached is None:
+                try:
+                    self.pool.submit(self._answer_into, done, client, text, dest, intro, None)
+                except RuntimeError:  # shutting down
+                    done.set_result(None)
+            else:
+                self._answer_into(done, client, text, dest, intro, cached)
+
+        self.replies.submit(route)
+        return done
+
+    def _answer_into(self, done: Future, client: WebClient, text: str, dest: Destination,
+                     intro: str | None, cached: Answer | None) -> None:
+        try:
+            self.answer(client, text, dest, intro, cached=cached)
+        finally:
+            done.set_result(None)
 
     def answer(self, client: WebClient, text: str, dest: Destination,
-               intro: str | None = None) -> None:
-        """Answer `text` now (blocking). Never raises: a failure is logged and told."""
+               intro: str | None = None, *, cached: Answer | None = None) -> None:
+        """Answer `text` now (blocking), or post `cached`, its pre-rendered answer. Never
+        raises: a failure is logged and told."""
         try:
-            answer = self.router.handle(text, dest.requester)
+            answer = cached if cached is not None else self.answers.handle(text, dest.requester)
             if intro:
                 answer = dataclasses.replace(
                     answer, summary=intro + ("\n\n" + answer.summary if answer.summary else ""))
@@ -99,6 +133,7 @@ class Replier:
         return True
 
     def shutdown(self, wait: bool = True) -> None:
+        self.replies.shutdown(wait=wait)
         self.pool.shutdown(wait=wait)
 
     # --- deciding and posting -------------------------------------------------------------

@@ -42,6 +42,9 @@ class Command:
     examples: tuple[str, ...]
     handler: Callable[[CommandContext, list[str]], Answer]
     aliases: tuple[str, ...] = ()
+    # The answer depends only on the arguments, the data and the settings (not on who asks,
+    # no side effects), so it may be pre-rendered and served from bot/answer_cache.py.
+    cacheable: bool = False
 
 
 @dataclass

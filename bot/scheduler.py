@@ -246,6 +246,11 @@ def run_refresh_job(database_url: str) -> str:
         # No churn scores, or an unknown filter (the digest job reports that): nothing to note.
         with contextlib.suppress(AnalyticsError, ValueError):
             record_risk(rt.engine, risk_summary(rt.engine, resolve_digest_place(rt.engine, text)))
+    # The bot's answer warmer (bot/server.py) pre-renders the answers for the new data now;
+    # it runs on its own thread, so this job does not hold the scheduler's pool meanwhile.
+    from bot.answer_cache import poke_warmers
+
+    poke_warmers()
     return report.message
 
 

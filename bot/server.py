@@ -119,7 +119,7 @@ def run(settings: Settings, engine: Engine) -> bool:
             raise SettingsError("SLACK_APP_TOKEN is set but SLACK_BOT_TOKEN is not; "
                                 "Socket Mode needs both (xapp-… and xoxb-…).")
         app = create_app(settings, engine)
-        with scheduled_jobs(settings, engine, app):
+        with scheduled_jobs(settings, engine, app), answer_warming(settings, engine):
             serve_socket_mode(app, app_token)
         return True
     missing = [n for n, v in (("SLACK_BOT_TOKEN", bot), ("SLACK_SIGNING_SECRET", secret)) if not v]
@@ -127,7 +127,7 @@ def run(settings: Settings, engine: Engine) -> bool:
         raise SettingsError(f"{' and '.join(missing)} not set; HTTP mode needs SLACK_BOT_TOKEN and "
                             "SLACK_SIGNING_SECRET (or SLACK_APP_TOKEN for Socket Mode).")
     app = create_app(settings, engine)
-    with scheduled_jobs(settings, engine, app):
+    with scheduled_jobs(settings, engine, app), answer_warming(settings, engine):
         serve_http(app, settings.slack_host, settings.slack_port, engine=engine)
     return True
 
@@ -142,3 +142,15 @@ def scheduled_jobs(settings: Settings, engine: Engine, app: App) -> Iterator[Any
         yield scheduler
     finally:
         scheduler.shutdown(wait=False)
+
+
+@contextmanager
+def answer_warming(settings: Settings, engine: Engine) -> Iterator[Any]:
+    """Commands' answers pre-rendered in the background whenever the data changes."""
+    from bot.answer_cache import Warmer
+
+    warmer = Warmer(engine, settings).start()
+    try:
+        yield warmer
+    finally:
+        warmer.stop()

@@ -419,3 +419,20 @@ export_audit = Table(
 )
 
 CANONICAL_TABLES = (customers, orders, order_items, payments, reviews)
+
+# --- pre-rendered answers ----------------------------------------------------------
+
+# One row per (normalised command text, data version, settings): the serialised answer with
+# its PNG charts, so every bot instance sharing the store reuses renders. `version` names
+# the refresh/load the answer is of; rows of an older version are deleted by the next warm-up.
+answer_cache = Table(
+    "answer_cache",
+    metadata,
+    Column("cache_key", String(64), primary_key=True),  # sha256 of command, version, settings
+    Column("command", Text, nullable=False),  # the normalised command text
+    Column("version", String(64), nullable=False),
+    Column("payload", LargeBinary, nullable=False),
+    Column("render_ms", Integer),
+    Column("created_at", DateTime, nullable=False),
+    Index("ix_answer_cache_version", "version"),
+)

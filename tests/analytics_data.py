@@ -1,5 +1,5 @@
 """Data for the analytics tests: a builder for small hand-made stores, and the full Olist
-and UCI Online Retail loaded once per test process (plus their raw CSVs, for computing
+and UCI Online Retail loaded once per test run (plus their raw CSVs, for computing
 expected figures independently with plain pandas)."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import pandas as pd
-from conftest import data_path
+from conftest import copy_store_url, data_path, shared_store_url
 from sqlalchemy import Engine
 
 from storage import schema
@@ -111,25 +111,30 @@ def build_shop(engine) -> None:  # noqa: ANN001
 
 # --- the real datasets --------------------------------------------------------------------
 
-_LOADED: dict[str, str] = {}
+_WORKING: dict[str, str] = {}
+
+
+def loaded_store_master(fmt: str, folder: str) -> str:
+    """URL of the run's default store holding the whole dataset (built once per test run,
+    shared by the xdist workers): copy it (`conftest.copy_store`), never open it."""
+    path = data_path(folder)
+    try:
+        from storage.loaders import load_path
+    except ImportError as exc:  # the loader is written in another issue
+        import pytest
+
+        pytest.skip(f"storage.loaders.load_path is not available yet ({exc})")
+    return shared_store_url(f"real-{fmt}", lambda engine: load_path(engine, path, fmt))
 
 
 def loaded_store(tmp_path_factory, fmt: str, folder: str) -> Engine:  # noqa: ANN001
-    """An Engine on a SQLite file holding the whole dataset, loaded once per test process."""
-    path = data_path(folder)
-    if fmt not in _LOADED:
-        try:
-            from storage.loaders import load_path
-        except ImportError as exc:  # the loader is written in another issue
-            import pytest
-
-            pytest.skip(f"storage.loaders.load_path is not available yet ({exc})")
-        db = tmp_path_factory.mktemp(f"real-{fmt}") / "pulse.db"
-        engine = open_store(f"sqlite:///{db}")
-        load_path(engine, path, fmt)
-        engine.dispose()
-        _LOADED[fmt] = f"sqlite:///{db}"
-    return open_store(_LOADED[fmt])
+    """An Engine on this test process's copy of the default store holding the whole dataset
+    (a SQLite file, or a PostgreSQL database when the run has PULSE_DATABASE_URL). Tests
+    only read it; one that writes takes its own copy (`conftest.copy_store`)."""
+    if fmt not in _WORKING:
+        master = loaded_store_master(fmt, folder)
+        _WORKING[fmt] = copy_store_url(master, tmp_path_factory.mktemp(f"real-{fmt}"))
+    return open_store(_WORKING[fmt])
 
 
 @functools.cache

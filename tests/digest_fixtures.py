@@ -5,21 +5,22 @@ fake clock for APScheduler.
 The store: the bundled Olist sample (storage/sample), refreshed as of AS_OF with a fixed
 k, then given churn scores by a simple documented rule (the digest reads whatever the
 churn scorer wrote; its own tests live elsewhere), a recorded risk figure for the week
-before, and the weekly snapshots of the last two weeks (backfill). Built once per test
-process; every test gets its own copy of the file.
+before, and the weekly snapshots of the last two weeks (backfill). Built once per test run
+(shared by the xdist workers) on the default store (a SQLite file, or PostgreSQL when the run
+has PULSE_DATABASE_URL, see conftest); every test gets its own copy.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import functools
-import shutil
 import threading
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from conftest import copy_store_url, shared_store_url
 from sqlalchemy import Engine, bindparam, select, update
 
 from bot.settings import DigestSchedule, Settings
@@ -34,9 +35,6 @@ HIGH = 0.70
 LAST_WEEK = dt.date(2018, 8, 22)
 LAST_WEEK_FACTOR = 0.8  # last week's revenue at risk = this × this week's
 
-_BUILT: dict[str, Path] = {}
-_LOCK = threading.Lock()
-
 
 def churn_rule(recency_days: pd.Series, revenue: pd.Series) -> pd.DataFrame:
     """Test churn scores: p = min(recency / 400, 0.99); band high ≥ 0.7, medium ≥ 0.4;
@@ -47,13 +45,12 @@ def churn_rule(recency_days: pd.Series, revenue: pd.Series) -> pd.DataFrame:
                          "value_at_risk": p * revenue.to_numpy(dtype=float)})
 
 
-def _build(path: Path) -> None:
+def _build(engine: Engine) -> None:
     from analytics.backfill import backfill_snapshots
     from analytics.refresh import refresh
     from storage.loaders import load_path
     from storage.sample_data import sample_dir
 
-    engine = open_store(f"sqlite:///{path}")
     load_path(engine, str(sample_dir()), "olist")
     refresh(engine, as_of=AS_OF, k=4)
     F, S = schema.customer_features, schema.customer_scores
@@ -73,19 +70,11 @@ def _build(path: Path) -> None:
             "at_risk": int(high.sum()) - 100,
             "revenue_at_risk": float(scores.loc[high, "value_at_risk"].sum()) * LAST_WEEK_FACTOR}})
     backfill_snapshots(engine, AS_OF, weeks=2)
-    engine.dispose()
 
 
 def digest_store(folder: Path) -> tuple[Engine, str]:
-    """(engine, url) of a fresh copy of the digest-ready sample store in `folder`."""
-    with _LOCK:
-        if "db" not in _BUILT:
-            path = folder.parent / f"{folder.name}-digest-master.db"
-            _build(path)
-            _BUILT["db"] = path
-    target = folder / "pulse.db"
-    shutil.copyfile(_BUILT["db"], target)
-    url = f"sqlite:///{target}"
+    """(engine, url) of a fresh copy of the digest-ready sample store (in `folder` on SQLite)."""
+    url = copy_store_url(shared_store_url("digest", _build), folder)
     return open_store(url), url
 
 

@@ -1,33 +1,31 @@
-"""A SQLite store holding the bundled Olist sample, loaded and refreshed once per test
-process and copied for each module that asks (the Slack tests and the router fuzz).
-"""
+"""The default store holding the bundled Olist sample, loaded and refreshed once per test run
+(shared by the xdist workers) and copied for each module that asks (the Slack tests, the CLI
+tests and the router fuzz): a SQLite file, or a PostgreSQL database when the run has
+PULSE_DATABASE_URL (see conftest)."""
 
 from __future__ import annotations
 
-import shutil
-import threading
 from pathlib import Path
 
+from conftest import copy_store_url, shared_store_url
 from sqlalchemy import Engine
 
 from storage.store import open_store
 
-_BUILT: dict[str, Path] = {}
-_LOCK = threading.Lock()
-
 
 def sample_store(folder: Path) -> Engine:
-    """An opened store in `folder` with the sample data (a copy of the one built first)."""
-    with _LOCK:
-        if "db" not in _BUILT:
-            path = folder.parent / f"{folder.name}-sample-master.db"
-            engine = open_store(f"sqlite:///{path}")
-            _load_sample(engine)
-            engine.dispose()
-            _BUILT["db"] = path
-    target = folder / "pulse.db"
-    shutil.copyfile(_BUILT["db"], target)
-    return open_store(f"sqlite:///{target}")
+    """An opened private copy (in `folder`, on SQLite) of the store with the sample data."""
+    return open_store(sample_store_url(folder))
+
+
+def sample_store_url(folder: Path) -> str:
+    """URL of a private copy (in `folder`, on SQLite) of the store with the sample data."""
+    return copy_store_url(sample_store_master(), folder)
+
+
+def sample_store_master() -> str:
+    """URL of the run's store with the sample data: copy it, never write to it."""
+    return shared_store_url("sample", _load_sample)
 
 
 def _load_sample(engine: Engine) -> None:

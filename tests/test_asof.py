@@ -59,11 +59,11 @@ def test_auto_skips_a_sparse_tail(store: Engine) -> None:
     assert a.last_complete_month == D(2024, 2, 1)
 
 
-def test_canceled_orders_count_as_volume(sqlite_url: str) -> None:
+def test_canceled_orders_count_as_volume(default_store_url: str) -> None:
     """The tail's volume is orders placed, whatever became of them."""
     from storage.store import open_store
 
-    engine = open_store(sqlite_url)
+    engine = open_store(default_store_url)
     add_orders(engine, NORMAL | {D(2024, 3, 25): 30})
     add_orders(engine, {D(2024, 3, 26): 5}, status="canceled")  # 5 >= 3: a normal day
     add_orders(engine, {D(2024, 4, 20): 1})
@@ -84,10 +84,10 @@ def test_normal_volume_to_the_end_gives_the_last_day_and_a_partial_month(store: 
     assert a.last_complete_month == D(2011, 11, 1)
 
 
-def test_a_month_ending_on_the_as_of_day_is_complete(sqlite_url: str) -> None:
+def test_a_month_ending_on_the_as_of_day_is_complete(default_store_url: str) -> None:
     from storage.store import open_store
 
-    engine = open_store(sqlite_url)
+    engine = open_store(default_store_url)
     add_orders(engine, days(D(2024, 1, 1), [5] * 60))  # to 2024-02-29
     a = resolve_as_of(engine, today=LATER)
     assert a.date == D(2024, 2, 29)

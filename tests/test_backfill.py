@@ -4,12 +4,12 @@ and on the full Olist data (the migration matrix checked against plain pandas)."
 from __future__ import annotations
 
 import datetime as dt
-import shutil
 
 import pandas as pd
 import pytest
 from analytics_data import Shop, loaded_store, olist_purchases
 from click.testing import CliRunner
+from conftest import copy_store, new_store
 from digest_fixtures import segments_by_hand
 from sqlalchemy import func, select
 
@@ -20,7 +20,6 @@ from analytics.refresh import refresh
 from analytics.rfm import rfm_scores
 from bot.cli import cli
 from storage.schema import segment_snapshots
-from storage.store import open_store
 
 AS_OF = dt.date(2024, 3, 31)
 
@@ -28,7 +27,7 @@ AS_OF = dt.date(2024, 3, 31)
 @pytest.fixture
 def small(tmp_path):  # noqa: ANN201
     """Twelve customers buying over three months, a few of them several times."""
-    engine = open_store(f"sqlite:///{tmp_path / 'small.db'}")
+    engine = new_store(tmp_path, "small.db")
     shop = Shop(engine)
     states = ["SP", "RJ", "MG", "RS", "BA", "PR"]
     for i in range(12):
@@ -114,11 +113,8 @@ OLIST_AS_OF = dt.date(2018, 8, 29)
 def olist_copy(tmp_path_factory):  # noqa: ANN201
     """A private copy of the full Olist store (loaded once per test process)."""
     shared = loaded_store(tmp_path_factory, "olist", "olist")
-    source = shared.url.database
     shared.dispose()
-    target = tmp_path_factory.mktemp("olist-backfill") / "pulse.db"
-    shutil.copyfile(source, target)
-    engine = open_store(f"sqlite:///{target}")
+    engine = copy_store(shared, tmp_path_factory.mktemp("olist-backfill"))
     yield engine
     engine.dispose()
 

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 from analytics_data import Shop
 from churn_data import AS_OF, HORIZON, cut_at, insert, synthetic_shop
+from conftest import new_store
 from sqlalchemy import Engine, text
 
 from analytics import churn
@@ -36,7 +37,7 @@ def shop_tables() -> dict[str, pd.DataFrame]:
 
 @pytest.fixture(scope="module")
 def shop(tmp_path_factory: pytest.TempPathFactory, shop_tables) -> Engine:  # noqa: ANN001
-    engine = open_store(f"sqlite:///{tmp_path_factory.mktemp('churn') / 'shop.db'}")
+    engine = new_store(tmp_path_factory.mktemp('churn'), "shop.db")
     insert(engine, shop_tables)
     return engine
 
@@ -49,8 +50,8 @@ def trained(shop: Engine) -> churn.ChurnModel:
 # --- labels ------------------------------------------------------------------------------------
 
 
-def test_label_window_is_the_h_days_after_the_cutoff(sqlite_url: str) -> None:
-    engine = open_store(sqlite_url)
+def test_label_window_is_the_h_days_after_the_cutoff(default_store_url: str) -> None:
+    engine = open_store(default_store_url)
     s = Shop(engine)
     for c in "ABCDE":
         s.customer(c)
@@ -72,8 +73,8 @@ def test_label_window_is_the_h_days_after_the_cutoff(sqlite_url: str) -> None:
 # --- features ----------------------------------------------------------------------------------
 
 
-def test_hand_worked_features(sqlite_url: str) -> None:
-    engine = open_store(sqlite_url)
+def test_hand_worked_features(default_store_url: str) -> None:
+    engine = open_store(default_store_url)
     s = Shop(engine)
     s.customer("A", "RJ").customer("B", "SP")
     cutoff = dt.date(2024, 3, 31)
@@ -113,8 +114,8 @@ def test_features_use_only_data_known_at_the_cutoff(tmp_path: Path, shop_tables)
     """Features from a store cut at the cutoff (later orders with their rows, later reviews,
     later deliveries removed) equal those from the full store."""
     cutoff = dt.date(2024, 2, 15)
-    full = open_store(f"sqlite:///{tmp_path / 'full.db'}")
-    cut = open_store(f"sqlite:///{tmp_path / 'cut.db'}")
+    full = new_store(tmp_path, "full.db")
+    cut = new_store(tmp_path, "cut.db")
     insert(full, shop_tables)
     insert(cut, cut_at(shop_tables, cutoff))
     from_full = churn_features(read_history(full), cutoff)
@@ -150,8 +151,8 @@ def test_features_do_not_depend_on_when_later_purchases_happened(tmp_path: Path,
     by_order = pd.Series(shift.to_numpy(), index=o["order_id"].to_numpy())
     r = t["reviews"]
     moved["reviews"] = r.assign(created_at=r["created_at"] - r["order_id"].map(by_order).to_numpy())
-    a = open_store(f"sqlite:///{tmp_path / 'a.db'}")
-    b = open_store(f"sqlite:///{tmp_path / 'b.db'}")
+    a = new_store(tmp_path, "a.db")
+    b = new_store(tmp_path, "b.db")
     insert(a, t)
     insert(b, moved)
     pd.testing.assert_frame_equal(churn_features(read_history(a), cutoff),
@@ -194,8 +195,8 @@ def test_predictions_are_calibrated_probabilities(shop: Engine, trained: churn.C
     assert abs(p.mean() - observed) < 0.1
 
 
-def test_too_few_returning_customers_is_not_trainable(sqlite_url: str) -> None:
-    engine = open_store(sqlite_url)
+def test_too_few_returning_customers_is_not_trainable(default_store_url: str) -> None:
+    engine = open_store(default_store_url)
     tables = synthetic_shop(customers=60, seed=5, buy_rate=1 / 2000)  # almost nobody returns
     insert(engine, tables)
     with pytest.raises(NotTrainable, match="at least 25"):
@@ -232,7 +233,7 @@ def test_model_round_trips_through_the_store(shop: Engine, trained: churn.ChurnM
 
 
 def test_fingerprint_changes_with_the_data(tmp_path: Path, shop_tables) -> None:  # noqa: ANN001
-    engine = open_store(f"sqlite:///{tmp_path / 'fp.db'}")
+    engine = new_store(tmp_path, "fp.db")
     insert(engine, shop_tables)
     before = data_fingerprint(engine)
     assert data_fingerprint(engine) == before
@@ -247,7 +248,7 @@ def test_fingerprint_changes_with_the_data(tmp_path: Path, shop_tables) -> None:
 def test_refresh_retrains_only_when_the_data_changed(tmp_path: Path, shop_tables, monkeypatch) -> None:  # noqa: ANN001
     from analytics import risk
 
-    engine = open_store(f"sqlite:///{tmp_path / 'r.db'}")
+    engine = new_store(tmp_path, "r.db")
     insert(engine, shop_tables)
     calls = []
     real = risk.train_churn_model

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +21,7 @@ import pandas as pd
 import pytest
 from analytics_data import AS_OF_OLIST, AS_OF_UCI, loaded_store, olist_purchases, uci_purchases
 from click.testing import CliRunner
+from conftest import copy_store
 from sklearn.metrics import roc_auc_score
 from sqlalchemy import Engine, text
 
@@ -34,7 +34,6 @@ from analytics.churn import (
     training_set,
 )
 from bot.cli import cli
-from storage.store import open_store
 
 pytestmark = [pytest.mark.realdata, pytest.mark.slow]
 
@@ -116,9 +115,7 @@ def test_olist_features_use_only_data_known_at_the_cutoff(olist: Engine, tmp_pat
     """Delete what did not exist at the end of the cutoff day — later orders and their
     items, payments and reviews, later reviews, later deliveries — and get the same features."""
     cutoff = cutoffs(AS_OF_OLIST, H)[1]
-    copy = tmp_path / "cut.db"
-    shutil.copy(olist.url.database, copy)
-    cut = open_store(f"sqlite:///{copy}")
+    cut = copy_store(olist, tmp_path, "cut.db")
     end = (cutoff + dt.timedelta(days=1)).isoformat()
     with cut.begin() as conn:
         later = "SELECT order_id FROM orders WHERE purchased_at >= :end"

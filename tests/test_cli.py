@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 from PIL import Image
-from sample_store import sample_store
+from sample_store import sample_store_url
 
 from bot.cli import cli
 from storage.sample_data import sample_dir
@@ -24,9 +24,7 @@ CONSOLE_COMMANDS = ["/kpis", "/segments", "/segments clusters", "/cohorts", "/co
 
 @pytest.fixture(scope="module")
 def store_url(tmp_path_factory: pytest.TempPathFactory) -> str:
-    folder = tmp_path_factory.mktemp("cli")
-    sample_store(folder).dispose()
-    return f"sqlite:///{folder / 'pulse.db'}"
+    return sample_store_url(tmp_path_factory.mktemp("cli"))
 
 
 def _invoke(url: str, *args: str):
@@ -123,3 +121,39 @@ def test_db_info(store_url: str) -> None:
     assert result.exit_code == 0
     assert re.search(r"orders\s+9,928", result.output)
     assert "as of: 2018-08-28" in result.output
+
+
+def test_refresh_pre_renders_answers_and_ask_serves_them(tmp_path: Path) -> None:
+    from sqlalchemy import func, select
+
+    from bot.answer_cache import AnswerCache, same_answer
+    from bot.router import Router
+    from bot.settings import Settings
+    from storage import schema
+    from storage.store import open_store
+
+    url = sample_store_url(tmp_path)
+    result = _invoke(url, "refresh", "--warm", "defaults")
+    assert result.exit_code == 0, result.output
+    assert re.search(r"answers pre-rendered: \d+ new", result.output), result.output
+    engine = open_store(url)
+    try:
+        with engine.connect() as conn:
+            stored = conn.execute(select(func.count()).select_from(schema.answer_cache)).scalar()
+        assert stored >= 15
+        router = Router(engine, Settings(database_url=url))
+        cached = AnswerCache(router)
+        key = cached.key_for("/churn-risk SP top 20")
+        assert cached.contains(key) and same_answer(cached.lookup(key), router.handle("/churn-risk SP top 20"))
+        out = tmp_path / "out"
+        asked = _invoke(url, "ask", "--format", "json", "--out", str(out), "/churn-risk SP top 20")
+        assert asked.exit_code == 0
+        shown, fresh = json.loads(asked.output), router.handle("/churn-risk SP top 20")
+        expected = json.loads(json.dumps(fresh.to_json(), default=str))
+        assert {k: v for k, v in shown.items() if k != "charts"} == \
+            {k: v for k, v in expected.items() if k != "charts"}
+        assert [Path(p).read_bytes() for p in shown["charts"]] == [c.png for c in fresh.charts]
+    finally:
+        engine.dispose()
+    bad = CliRunner().invoke(cli, ["--db", url, "refresh", "--warm", "some"])
+    assert bad.exit_code != 0 and "some" in bad.output

@@ -79,8 +79,8 @@ def test_place_filter_and_empty_place(shop) -> None:  # noqa: ANN001
     assert empty.average == {1: None, 2: None, 3: None}
 
 
-def test_weighted_average_over_cohorts(sqlite_url) -> None:
-    engine = open_store(sqlite_url)
+def test_weighted_average_over_cohorts(default_store_url) -> None:
+    engine = open_store(default_store_url)
     s = Shop(engine)
     # Jan cohort: 4 customers, 1 back in Feb. Feb cohort: 1 customer, back in Mar.
     for i in range(4):
@@ -131,3 +131,22 @@ def test_olist_region_cohort(olist) -> None:  # noqa: ANN001
     sul = p[p["person"].map(person_state(olist_raw())).isin(["PR", "SC", "RS"])]
     r = cohort_retention(olist, AS_OF_OLIST, resolve_place("south"))
     assert r.retention.loc["2017-05", 1] == pytest.approx(_expected_retention(sul, "2017-05", 1))
+
+
+@pytest.mark.parametrize("period", ["month", "week"])
+def test_cohorts_from_a_dataset_equal_the_sql(shop, period: str) -> None:  # noqa: ANN001
+    # the refresh and the benchmark compute cohorts from the store read once (analytics.dataset)
+    from analytics.dataset import read_dataset
+
+    data = read_dataset(shop, full=False)
+    for place in (resolve_place("SP"), resolve_place("sudeste"), resolve_place("AM")):
+        for as_of in (AS_OF, dt.date(2024, 2, 29)):
+            sql = cohort_retention(shop, as_of, place, period=period, max_periods=8)
+            fast = cohort_retention(shop, as_of, place, period=period, max_periods=8, dataset=data)
+            for name in ("retention", "active", "incomplete", "revenue_matrix", "cohorts"):
+                pd.testing.assert_frame_equal(getattr(fast, name), getattr(sql, name), check_dtype=False,
+                                              obj=f"{place.label} {as_of} {name}")
+            assert fast.average == pytest.approx(sql.average) and fast.average_cohorts == sql.average_cohorts
+    everyone = cohort_retention(shop, AS_OF, period=period, dataset=data)
+    pd.testing.assert_frame_equal(everyone.active, cohort_retention(shop, AS_OF, period=period).active,
+                                  check_dtype=False)

@@ -93,8 +93,8 @@ def test_place_filter_and_empty_place(shop) -> None:  # noqa: ANN001
     assert empty.review_late is None and empty.repeat_after_first["customers"].sum() == 0
 
 
-def test_no_delivery_dates_is_not_available(sqlite_url) -> None:
-    engine = open_store(sqlite_url)
+def test_no_delivery_dates_is_not_available(default_store_url) -> None:
+    engine = open_store(default_store_url)
     s = Shop(engine, source="online-retail").customer("A", "United Kingdom")
     s.order("i1", "A", "2011-01-01", [("x", 10, 0)], status="invoiced")
     with pytest.raises(NotAvailable, match="online-retail.*delivery dates"):

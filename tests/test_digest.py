@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
+from conftest import new_store
 from digest_fixtures import (
     AS_OF,
     GENERAL,
@@ -209,9 +210,7 @@ def test_pulse_digest_out_writes_markdown_and_pngs(shop, digest, tmp_path) -> No
 def test_sections_say_why_when_data_is_missing(tmp_path) -> None:
     from analytics_data import Shop
 
-    from storage.store import open_store
-
-    engine = open_store(f"sqlite:///{tmp_path / 'small.db'}")
+    engine = new_store(tmp_path, "small.db")
     Shop(engine).customer("a").customer("b", "RJ") \
         .order("o1", "a", "2024-01-02 10:00", [("x", 50.0, 5.0)]) \
         .order("o2", "b", "2024-01-20 10:00", [("x", 30.0, 5.0)])

@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +14,7 @@ import pytest
 from analytics_data import AS_OF_OLIST, loaded_store
 from churn_data import AS_OF, HORIZON, insert, synthetic_shop
 from click.testing import CliRunner
+from conftest import copy_store, new_store_url, store_url_of
 from sqlalchemy import Engine, select, text
 
 from analytics import risk
@@ -22,7 +22,7 @@ from analytics.refresh import refresh
 from analytics.risk import EXPORT_COLUMNS, RiskFilter, iter_at_risk_csv, neutralise
 from bot.cli import cli
 from bot.commands import churn_risk, export_at_risk, model
-from bot.router import Requester, Router
+from bot.router import CommandContext, Requester, Router
 from bot.settings import Settings
 from storage import schema
 from storage.store import open_store
@@ -39,10 +39,10 @@ def router(engine: Engine, **settings) -> Router:  # noqa: ANN003
 
 
 @pytest.fixture(scope="module")
-def db_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A refreshed synthetic shop whose first customers have formula-like ids."""
-    path = tmp_path_factory.mktemp("export") / "shop.db"
-    engine = open_store(f"sqlite:///{path}")
+def db_path(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """(The URL of) a refreshed synthetic shop whose first customers have formula-like ids."""
+    path = new_store_url(tmp_path_factory.mktemp("export"), "shop.db")
+    engine = open_store(path)
     tables = synthetic_shop(customers=300, seed=9)
     for name in ("customers", "orders"):
         tables[name]["customer_id"] = tables[name]["customer_id"].replace(NASTY)
@@ -53,10 +53,8 @@ def db_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def shop(db_path: Path, tmp_path: Path) -> Engine:
-    copy = tmp_path / "shop.db"
-    shutil.copy(db_path, copy)
-    return open_store(f"sqlite:///{copy}")
+def shop(db_path: str, tmp_path: Path) -> Engine:
+    return copy_store(db_path, tmp_path, "shop.db")
 
 
 def audit(engine: Engine) -> pd.DataFrame:
@@ -194,15 +192,13 @@ def test_export_button_repeats_the_churn_risk_filter(shop: Engine) -> None:
 @pytest.mark.slow
 def test_olist_export_matches_churn_risk(tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> None:
     shared = loaded_store(tmp_path_factory, "olist", "olist")
-    copy = tmp_path / "olist.db"
-    shutil.copy(shared.url.database, copy)
-    engine = open_store(f"sqlite:///{copy}")
+    engine = copy_store(shared, tmp_path, "olist.db")
     report = refresh(engine, AS_OF_OLIST, scorers=risk.default_scorers(90, 42), k=4)
     assert not report.scorer_errors and report.customers == 94_990
     shown = router(engine).handle("/churn-risk")
     figures = {f.label: f.raw for f in shown.figures}
     out = tmp_path / "at-risk.csv"
-    result = CliRunner().invoke(cli, ["--db", f"sqlite:///{copy}", "export-at-risk", "--out", str(out)])
+    result = CliRunner().invoke(cli, ["--db", store_url_of(engine), "export-at-risk", "--out", str(out)])
     assert result.exit_code == 0, result.output
     frame = pd.read_csv(out, dtype={"customer_id": str})
     assert tuple(frame.columns) == EXPORT_COLUMNS
@@ -218,3 +214,19 @@ def test_olist_export_matches_churn_risk(tmp_path_factory: pytest.TempPathFactor
         sp = conn.execute(text("SELECT COUNT(*) FROM customer_scores s JOIN customer_features f "
                                "USING (customer_id) WHERE f.state = 'SP' AND s.risk_band = 'high'")).scalar()
     assert (frame["state"] == "SP").sum() == sp
+
+
+@pytest.mark.parametrize("text", ["min-prob 0", "min-prob 0 limit 7", "", "sudeste min-prob 0.2",
+                                  "segment at-risk min-prob 0"])
+def test_the_export_file_is_the_streamed_csv_byte_for_byte(shop: Engine, text: str) -> None:
+    r = router(shop)
+    answer = r.handle(f"/export-at-risk {text}")
+    assert not answer.is_error, answer.summary
+    ra = churn_risk.parse_risk_args(
+        CommandContext(shop, r.settings), text.split(), with_limit=True)
+    expected = b"".join(iter_at_risk_csv(shop, ra.filter, ra.limit or r.settings.export_max_rows))
+    assert answer.export.content == expected
+    rows = list(csv.DictReader(io.StringIO(expected.decode("utf-8"))))
+    assert answer.export.rows == len(rows)
+    total = {f.label: f.raw for f in answer.figures}["Value at risk in the file"]
+    assert total == sum(float(row["expected_value_at_risk"] or 0) for row in rows)

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import shutil
 from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
 import pytest
 from analytics_data import AS_OF_OLIST, AS_OF_SHOP, Shop, build_shop, loaded_store
+from conftest import copy_store
 from sqlalchemy import Engine, func, select
 
 from analytics.cohorts import cohort_retention
@@ -120,15 +120,15 @@ def test_reports_answer_the_same_from_facts(store) -> None:  # noqa: ANN001 - SQ
     assert_facts_match(store, AS_OF_SHOP, SHOP_PLACES)
 
 
-def test_date_without_purchases(sqlite_url) -> None:
-    engine = open_store(sqlite_url)
+def test_date_without_purchases(default_store_url) -> None:
+    engine = open_store(default_store_url)
     build_shop(engine)
     add_payments_and_deliveries(engine)
     assert_facts_match(engine, dt.date(2023, 12, 31), [ALL, resolve_place("SP")])
 
 
-def test_facts_of_another_date_are_not_used(sqlite_url) -> None:
-    engine = open_store(sqlite_url)
+def test_facts_of_another_date_are_not_used(default_store_url) -> None:
+    engine = open_store(default_store_url)
     build_shop(engine)
     build_facts(engine, dt.date(2024, 1, 31))
     assert facts_meta(engine, AS_OF_SHOP) is None
@@ -138,8 +138,8 @@ def test_facts_of_another_date_are_not_used(sqlite_url) -> None:
     assert overview(engine, dt.date(2024, 1, 31)).revenue >= 1e9  # the facts of its own date
 
 
-def test_refresh_writes_facts_in_its_transaction(sqlite_url) -> None:
-    engine = open_store(sqlite_url)
+def test_refresh_writes_facts_in_its_transaction(default_store_url) -> None:
+    engine = open_store(default_store_url)
     build_shop(engine)
     add_payments_and_deliveries(engine)
     before = payments_report(engine, AS_OF_SHOP)
@@ -159,10 +159,8 @@ def test_refresh_writes_facts_in_its_transaction(sqlite_url) -> None:
 @pytest.mark.realdata
 def test_olist_answers_the_same_from_facts(tmp_path_factory, tmp_path) -> None:  # noqa: ANN001
     source = loaded_store(tmp_path_factory, "olist", "olist")
-    db = tmp_path / "olist.db"
-    shutil.copy(source.url.database, db)  # the shared store stays without facts
+    engine = copy_store(source, tmp_path, "olist.db")  # the shared store stays without facts
     source.dispose()
-    engine = open_store(f"sqlite:///{db}")
     places = [ALL, resolve_place("RJ"), resolve_place("nordeste"), resolve_place("AC")]
     assert_facts_match(engine, AS_OF_OLIST, places)
     engine.dispose()

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 from analytics_data import Shop, loaded_store, olist_purchases, olist_raw, person_state
+from conftest import copy_store, new_store
 from sqlalchemy import Engine, text
 
 from analytics.features import FEATURE_COLUMNS, build_features
@@ -43,8 +43,8 @@ def hand_made(engine: Engine) -> None:
                delivered="2024-04-03 10:00", estimated="2024-02-10")  # delivered after as-of
 
 
-def test_hand_worked_features(sqlite_url: str) -> None:
-    engine = open_store(sqlite_url)
+def test_hand_worked_features(default_store_url: str) -> None:
+    engine = open_store(default_store_url)
     hand_made(engine)
     f = build_features(engine, AS_OF).set_index("customer_id")
     assert list(f.reset_index().columns) == list(FEATURE_COLUMNS)
@@ -177,8 +177,8 @@ def insert(engine: Engine, tables: dict[str, pd.DataFrame]) -> None:
 def test_features_use_only_data_up_to_as_of(tmp_path: Path) -> None:
     as_of = dt.date(2024, 6, 30)
     tables = synthetic()
-    full = open_store(f"sqlite:///{tmp_path / 'full.db'}")
-    cut = open_store(f"sqlite:///{tmp_path / 'cut.db'}")
+    full = new_store(tmp_path, "full.db")
+    cut = new_store(tmp_path, "cut.db")
     insert(full, tables)
     insert(cut, cut_at(tables, as_of))
 
@@ -197,9 +197,7 @@ def test_features_use_only_data_up_to_as_of(tmp_path: Path) -> None:
 def test_olist_features_use_only_data_up_to_as_of(tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> None:
     as_of = dt.date(2018, 1, 31)
     full = loaded_store(tmp_path_factory, "olist", "olist")
-    copy = tmp_path / "cut.db"
-    shutil.copy(full.url.database, copy)
-    cut = open_store(f"sqlite:///{copy}")
+    cut = copy_store(full, tmp_path, "cut.db")
     end = (as_of + dt.timedelta(days=1)).isoformat()
     with cut.begin() as conn:
         late = "SELECT order_id FROM orders WHERE purchased_at >= :end"
@@ -244,3 +242,15 @@ def test_olist_features_match_plain_pandas(tmp_path_factory: pytest.TempPathFact
     assert np.allclose(f["late_share"], expected["late_share"], equal_nan=True)
     assert np.allclose(f["avg_review"], expected["avg_review"], equal_nan=True)
     assert (f["state"] == expected["state"]).all()
+
+
+def test_order_rows_sort_by_customer_time_then_order_id() -> None:
+    import pyarrow as pa
+
+    from analytics.dataset import order_by_time
+
+    cust = np.array([1, 0, 1, 1, 0, 1, 1])
+    at = np.array([5, 3, 5, 2, 3, 5, 9])
+    ids = pa.array(["z", "b", "c", "q", "a", "m", "d"])
+    rows = order_by_time(cust, at, ids)
+    assert ids.take(pa.array(rows)).to_pylist() == ["a", "b", "q", "c", "m", "z", "d"]

@@ -112,8 +112,8 @@ def test_place_without_purchases_is_empty_not_an_error(shop, place) -> None:  # 
     assert r.weekday_hour.values.sum() == 0 and r.category_lift.empty
 
 
-def test_first_purchase_ties_break_on_order_id(sqlite_url) -> None:
-    engine = open_store(sqlite_url)
+def test_first_purchase_ties_break_on_order_id(default_store_url) -> None:
+    engine = open_store(default_store_url)
     s = Shop(engine).customer("A")
     s.order("b", "A", "2024-01-05 10:00", [("x", 30, 0)])
     s.order("a", "A", "2024-01-05 10:00", [("x", 70, 0)])
@@ -132,8 +132,8 @@ def test_month_is_partial() -> None:
     assert not month_is_partial(dt.date(2024, 5, 1), "2024-02", data_start=dt.date(2024, 1, 2))
 
 
-def test_data_starting_mid_month_has_no_mom(sqlite_url) -> None:
-    engine = open_store(sqlite_url)
+def test_data_starting_mid_month_has_no_mom(default_store_url) -> None:
+    engine = open_store(default_store_url)
     s = Shop(engine).customer("A")
     s.order("o1", "A", "2024-01-10", [("x", 100, 0)])
     s.order("o2", "A", "2024-02-10", [("x", 150, 0)])

@@ -10,12 +10,13 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import new_store
 from sqlalchemy import Engine, func, select
 
 from storage import schema
 from storage.geography import region_of_state
 from storage.loaders import LoadError, detect_format, load_path
-from storage.store import NON_PURCHASE_STATUSES, open_store
+from storage.store import NON_PURCHASE_STATUSES
 from tests.conftest import data_path
 
 pytestmark = pytest.mark.realdata
@@ -52,7 +53,7 @@ def raw() -> SimpleNamespace:
 def loaded(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     """The full Olist data loaded twice into one SQLite store."""
     folder = data_path("olist")
-    engine = open_store(f"sqlite:///{tmp_path_factory.mktemp('olist') / 'pulse.db'}")
+    engine = new_store(tmp_path_factory.mktemp('olist'), "pulse.db")
     calls: list[tuple[int, int | None]] = []
     first = load_path(engine, folder, "olist", progress=lambda d, t: calls.append((d, t)))
     after_first = table_counts(engine)
@@ -187,7 +188,9 @@ def test_reviews_and_payments(loaded, raw) -> None:
 def test_progress_is_reported(loaded) -> None:
     done = [d for d, _ in loaded.progress]
     assert done == sorted(done) and done[-1] > 0
-    assert all(t == loaded.first.rows_read for _, t in loaded.progress)
+    # the files are streamed: the total is unknown (None) until every file has been read once
+    assert all(t in (None, loaded.first.rows_read) for _, t in loaded.progress)
+    assert loaded.progress[-1] == (done[-1], loaded.first.rows_read)
 
 
 def test_detect_format() -> None:
@@ -233,7 +236,7 @@ def write_slice(raw: SimpleNamespace, dst: Path, n_orders: int, suffix: dict[str
 def test_sample_orders_file_is_ignored_next_to_the_full_one(tmp_path: Path, raw) -> None:
     folder = write_slice(raw, tmp_path / "olist", 300)
     shutil.copy(data_path("olist", "olist_orders_dataset.sample_first9999.csv.gz"), folder)
-    engine = open_store(f"sqlite:///{tmp_path / 'p.db'}")
+    engine = new_store(tmp_path, "p.db")
     report = load_path(engine, folder, "olist")
     assert table_counts(engine)["orders"] == 300
     assert report.quarantined == {}
@@ -248,7 +251,7 @@ def test_sample_orders_alone_load_with_their_us_dates(tmp_path: Path, raw) -> No
         folder / "olist_customers_dataset.csv.gz", index=False)
     raw.items[raw.items["order_id"].isin(sample["order_id"])].to_csv(
         folder / "olist_order_items_dataset.csv", index=False)
-    engine = open_store(f"sqlite:///{tmp_path / 'p.db'}")
+    engine = new_store(tmp_path, "p.db")
     report = load_path(engine, folder)
     assert report.format == "olist" and report.counts["orders"] == 9_999
     assert any("SAMPLE" in n for n in report.notes)
@@ -258,7 +261,7 @@ def test_sample_orders_alone_load_with_their_us_dates(tmp_path: Path, raw) -> No
 
 def test_missing_required_file_is_refused(tmp_path: Path, raw) -> None:
     folder = write_slice(raw, tmp_path / "olist", 50, skip=("items",))
-    engine = open_store(f"sqlite:///{tmp_path / 'p.db'}")
+    engine = new_store(tmp_path, "p.db")
     with pytest.raises(LoadError, match="olist_order_items_dataset"):
         load_path(engine, folder, "olist")
     assert table_counts(engine) == dict.fromkeys(TABLES, 0)
@@ -266,7 +269,7 @@ def test_missing_required_file_is_refused(tmp_path: Path, raw) -> None:
 
 def test_optional_files_may_be_absent(tmp_path: Path, raw) -> None:
     folder = write_slice(raw, tmp_path / "olist", 200, skip=("payments", "reviews", "products", "translation"))
-    engine = open_store(f"sqlite:///{tmp_path / 'p.db'}")
+    engine = new_store(tmp_path, "p.db")
     report = load_path(engine, folder, "olist")
     counts = table_counts(engine)
     assert counts["orders"] == 200 and counts["payments"] == 0 and counts["reviews"] == 0

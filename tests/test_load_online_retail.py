@@ -14,11 +14,11 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import new_store
 from sqlalchemy import Engine, func, select
 
 from storage import schema
 from storage.loaders import LoadError, load_path
-from storage.store import open_store
 from tests.conftest import data_path
 
 pytestmark = pytest.mark.realdata
@@ -67,7 +67,7 @@ def expected(df: pd.DataFrame) -> SimpleNamespace:
 
 @pytest.fixture(scope="module")
 def uci(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
-    engine = open_store(f"sqlite:///{tmp_path_factory.mktemp('uci') / 'pulse.db'}")
+    engine = new_store(tmp_path_factory.mktemp('uci'), "pulse.db")
     report = load_path(engine, data_path(*UCI))  # layout detected from the header
     raw = read_raw(UCI)
     yield SimpleNamespace(engine=engine, report=report, raw=raw, exp=expected(raw))
@@ -150,7 +150,7 @@ def test_online_retail_ii_layout(tmp_path: Path) -> None:
     raw = read_raw(UCI_II, nrows=60_000)
     path = tmp_path / "online_retail_II.csv.gz"
     pd.read_csv(data_path(*UCI_II), dtype=str, nrows=60_000).to_csv(path, index=False)
-    engine = open_store(f"sqlite:///{tmp_path / 'p.db'}")
+    engine = new_store(tmp_path, "p.db")
     report = load_path(engine, path, "online-retail")
     exp = expected(raw)
     assert report.counts["no_customer"] == exp.no_customer
@@ -166,7 +166,7 @@ def test_chunking_does_not_change_the_result(tmp_path: Path) -> None:
     pd.read_csv(data_path(*UCI), dtype=str, skiprows=range(1, 60_001), nrows=20_000).to_csv(path, index=False)
     tables = {}
     for chunksize in (1_000_000, 997):
-        engine = open_store(f"sqlite:///{tmp_path / f'c{chunksize}.db'}")
+        engine = new_store(tmp_path, f"c{chunksize}.db")
         load_path(engine, path, "online-retail", options={"chunksize": chunksize})
         tables[chunksize] = {
             t: frame(engine, f"SELECT * FROM {t} ORDER BY 1, 2")
@@ -193,6 +193,6 @@ def test_loading_twice_changes_no_count(store, tmp_path: Path) -> None:
 def test_wrong_layout_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "uci.csv"
     pd.read_csv(data_path(*UCI), dtype=str, nrows=100).drop(columns=["UnitPrice"]).to_csv(path, index=False)
-    engine = open_store(f"sqlite:///{tmp_path / 'p.db'}")
+    engine = new_store(tmp_path, "p.db")
     with pytest.raises(LoadError, match="UnitPrice"):
         load_path(engine, path, "online-retail")

@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import new_store
 from sqlalchemy import Engine, func, select
 
 from storage import schema
 from storage.loaders import LoadError, load_path, parse_mapping, parse_options
-from storage.store import open_store
 from tests.conftest import data_path
 
 TABLES = ("customers", "orders", "order_items", "payments", "reviews", "quarantine")
@@ -33,7 +33,7 @@ def frame(engine: Engine, sql: str) -> pd.DataFrame:
 
 @pytest.fixture
 def engine(tmp_path: Path):
-    e = open_store(f"sqlite:///{tmp_path / 'pulse.db'}")
+    e = new_store(tmp_path, "pulse.db")
     yield e
     e.dispose()
 

@@ -57,8 +57,8 @@ def test_quadrants_by_hand(store) -> None:  # noqa: ANN001 - SQLite and PostgreS
     assert list(r.groups["group"]) == ["RJ", "MG", "PE", "SP", "BA"]  # by revenue, ties by name
 
 
-def test_outlier_flagged(sqlite_url) -> None:
-    engine = open_store(sqlite_url)
+def test_outlier_flagged(default_store_url) -> None:
+    engine = open_store(default_store_url)
     spend = {s: [[100], [100]] for s in ("SP", "RJ", "MG", "BA", "PE", "PR")}
     spend["RS"] = [[1000], [1000]]
     build_states(engine, spend)
@@ -69,8 +69,8 @@ def test_outlier_flagged(sqlite_url) -> None:
     assert g["outlier"].tolist().count(True) == 1 and g.loc["RS", "outlier"]
 
 
-def test_region_level_and_filter(sqlite_url) -> None:
-    engine = open_store(sqlite_url)
+def test_region_level_and_filter(default_store_url) -> None:
+    engine = open_store(default_store_url)
     build_states(engine, QUADRANT_SHOP)
     r = ltv_by_geography(engine, AS_OF, level="region", min_customers=2)
     g = r.groups.set_index("group")
@@ -86,8 +86,8 @@ def test_region_level_and_filter(sqlite_url) -> None:
         ltv_by_geography(engine, AS_OF, level="city")
 
 
-def test_reads_customer_features_when_refreshed_for_as_of(sqlite_url) -> None:
-    engine = open_store(sqlite_url)
+def test_reads_customer_features_when_refreshed_for_as_of(default_store_url) -> None:
+    engine = open_store(default_store_url)
     build_states(engine, {"SP": [[100], [200]]})
     f = schema.customer_features
     with engine.begin() as conn:  # a refresh made for another date is ignored
@@ -105,13 +105,13 @@ def test_reads_customer_features_when_refreshed_for_as_of(sqlite_url) -> None:
     assert r.revenue == pytest.approx(350) and r.groups["repeat_rate"].iloc[0] == 0.5
 
 
-def test_features_path_matches_orders_path(sqlite_url) -> None:
+def test_features_path_matches_orders_path(default_store_url) -> None:
     """With a customer_features refresh for as_of, LTV and finance answer the same."""
     from analytics.features import build_features
     from analytics.filters import features_ready
     from analytics.finance import finance_report
 
-    engine = open_store(sqlite_url)
+    engine = open_store(default_store_url)
     build_states(engine, QUADRANT_SHOP)
     Shop(engine).order("late", "SP0", "2024-07-02", [("x", 999, 0)])  # after as_of
     Shop(engine).order("void", "RJ0", "2024-05-02", [("x", 999, 0)], status="canceled")

@@ -6,6 +6,7 @@ import datetime as dt
 
 import pandas as pd
 import pytest
+from conftest import new_store
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -21,7 +22,6 @@ from analytics.migration import (
 from analytics.rfm import SEGMENT_NAMES
 from storage.geography import ALL, Place
 from storage.schema import segment_snapshots
-from storage.store import open_store
 
 D1, D2 = dt.date(2024, 1, 1), dt.date(2024, 1, 8)
 
@@ -120,7 +120,7 @@ def test_every_customer_is_counted_once(pairs: list[tuple[str, str]]) -> None:
 
 
 def test_choosing_snapshots(tmp_path) -> None:
-    engine = open_store(f"sqlite:///{tmp_path / 'snap.db'}")
+    engine = new_store(tmp_path, "snap.db")
     with pytest.raises(NotAvailable, match="pulse refresh"):
         resolve_snapshots(engine, dt.date(2024, 1, 16))
     days = [dt.date(2024, 1, 1), dt.date(2024, 1, 8), dt.date(2024, 1, 15)]

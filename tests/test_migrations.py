@@ -30,12 +30,13 @@ def test_reopening_keeps_data(store_url: str) -> None:
     engine.dispose()
 
 
-def test_store_made_by_an_older_version_opens(sqlite_url: str) -> None:
+def test_store_made_by_an_older_version_opens(store_url: str) -> None:
+    """An empty store (a SQLite file, and a PostgreSQL database) at the first schema."""
     from storage.engine import make_engine
     from storage.migrate import upgrade
 
-    engine = make_engine(sqlite_url)
+    engine = make_engine(store_url)
     upgrade(engine, "0001")  # the first released schema
     engine.dispose()
-    engine = open_store(sqlite_url)
+    engine = open_store(store_url)
     assert current_revision(engine) == head_revision()

@@ -95,8 +95,8 @@ def test_place_filter_and_empty_place(shop) -> None:  # noqa: ANN001
     assert empty.by_method.empty and empty.biggest_mismatches.empty and empty.unpaid_orders == 0
 
 
-def test_no_payments_is_not_available(sqlite_url) -> None:
-    engine = open_store(sqlite_url)
+def test_no_payments_is_not_available(default_store_url) -> None:
+    engine = open_store(default_store_url)
     s = Shop(engine, source="online-retail").customer("A", "France")
     s.order("i1", "A", "2011-01-01", [("x", 10, 0)], status="invoiced")
     with pytest.raises(NotAvailable, match="payments"):

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
-import shutil
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from analytics_data import Shop, loaded_store
+from conftest import copy_store
 from sqlalchemy import Engine, func, select
 
 from analytics.asof import resolve_as_of, stored_as_of
@@ -104,15 +104,15 @@ def test_empty_store_refresh_is_a_clear_result(store: Engine) -> None:
     assert stored_as_of(store) == report.as_of
 
 
-def test_no_purchases_by_the_as_of_date(sqlite_url: str) -> None:
-    engine = open_store(sqlite_url)
+def test_no_purchases_by_the_as_of_date(default_store_url: str) -> None:
+    engine = open_store(default_store_url)
     small_shop(engine)
     report = refresh(engine, dt.date(2020, 1, 1))
     assert report.empty and rows(engine, schema.customer_features).empty
 
 
-def test_scorers_add_columns_in_order_and_failures_are_reported(sqlite_url: str) -> None:
-    engine = open_store(sqlite_url)
+def test_scorers_add_columns_in_order_and_failures_are_reported(default_store_url: str) -> None:
+    engine = open_store(default_store_url)
     small_shop(engine)
     seen = {}
 
@@ -151,8 +151,8 @@ def test_scorers_add_columns_in_order_and_failures_are_reported(sqlite_url: str)
     assert scores["p_alive"].isna().all()
 
 
-def test_fingerprint_changes_with_the_data(sqlite_url: str) -> None:
-    engine = open_store(sqlite_url)
+def test_fingerprint_changes_with_the_data(default_store_url: str) -> None:
+    engine = open_store(default_store_url)
     small_shop(engine)
     refresh(engine, AS_OF)
     assert get_meta(engine, "data_fingerprint") == data_fingerprint(engine)
@@ -165,9 +165,7 @@ def test_fingerprint_changes_with_the_data(sqlite_url: str) -> None:
 @pytest.mark.realdata
 def test_olist_refresh(tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> None:
     source = loaded_store(tmp_path_factory, "olist", "olist")
-    copy = tmp_path / "olist.db"
-    shutil.copy(source.url.database, copy)  # the shared loaded store stays untouched
-    engine = open_store(f"sqlite:///{copy}")
+    engine = copy_store(source, tmp_path, "olist.db")  # the shared loaded store stays untouched
     report = refresh(engine)
     assert report.as_of.date == dt.date(2018, 8, 29) == resolve_as_of(engine).date
     assert report.customers == 94_990

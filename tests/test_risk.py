@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from churn_data import AS_OF, HORIZON, insert, synthetic_shop
+from conftest import new_store
 from sqlalchemy import Engine, text
 
 from analytics import clv as clv_module
@@ -45,7 +46,7 @@ def router(engine: Engine, **settings) -> Router:  # noqa: ANN003
 @pytest.fixture(scope="module")
 def scored(tmp_path_factory: pytest.TempPathFactory) -> Engine:
     """The synthetic shop, refreshed with the risk scorer."""
-    engine = open_store(f"sqlite:///{tmp_path_factory.mktemp('risk') / 'shop.db'}")
+    engine = new_store(tmp_path_factory.mktemp('risk'), "shop.db")
     insert(engine, synthetic_shop())
     report = refresh(engine, AS_OF, scorers=risk.default_scorers(HORIZON, 42), k=3)
     assert not report.scorer_errors
@@ -145,8 +146,8 @@ def test_scores_written_by_the_refresh(scored: Engine) -> None:
     assert load_card(scored, "churn")["status"] == "ok" and load_card(scored, "clv")["status"] == "ok"
 
 
-def test_fallback_to_bgnbd_when_the_model_cannot_be_trained(sqlite_url: str) -> None:
-    engine = open_store(sqlite_url)
+def test_fallback_to_bgnbd_when_the_model_cannot_be_trained(default_store_url: str) -> None:
+    engine = open_store(default_store_url)
     insert(engine, synthetic_shop(customers=80, seed=5, buy_rate=1 / 200))  # 2 came back at c0
     report = refresh(engine, AS_OF, scorers=risk.default_scorers(HORIZON, 42), k=2)
     assert not report.scorer_errors
@@ -164,8 +165,8 @@ def test_fallback_to_bgnbd_when_the_model_cannot_be_trained(sqlite_url: str) -> 
     assert not m.is_error and "could not be trained" in m.summary
 
 
-def test_no_model_at_all_is_said_plainly(sqlite_url: str) -> None:
-    engine = open_store(sqlite_url)
+def test_no_model_at_all_is_said_plainly(default_store_url: str) -> None:
+    engine = open_store(default_store_url)
     insert(engine, synthetic_shop(customers=60, seed=5, buy_rate=1 / 400))  # BG/NBD does not fit either
     report = refresh(engine, AS_OF, scorers=risk.default_scorers(HORIZON, 42), k=2)
     assert not report.scorer_errors and scores(engine)["churn_prob"].isna().all()
@@ -175,12 +176,12 @@ def test_no_model_at_all_is_said_plainly(sqlite_url: str) -> None:
 
 
 def test_bgnbd_not_converging_keeps_the_supervised_model_and_says_so(
-        sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+        default_store_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     def fail(self, summary, weights=None):  # noqa: ANN001, ANN202
         raise ConvergenceError("BG/NBD fit did not converge after 1000 iterations (test)")
 
     monkeypatch.setattr(risk.BetaGeoFitter, "fit", fail)
-    engine = open_store(sqlite_url)
+    engine = open_store(default_store_url)
     insert(engine, synthetic_shop())
     report = refresh(engine, AS_OF, scorers=risk.default_scorers(HORIZON, 42), k=2)
     assert not report.scorer_errors
@@ -258,8 +259,8 @@ def test_model_command_shows_the_card(scored: Engine) -> None:
     assert any("days_per_order" in n for n in answer.notes)
 
 
-def test_commands_need_scores(sqlite_url: str) -> None:
-    engine = open_store(sqlite_url)
+def test_commands_need_scores(default_store_url: str) -> None:
+    engine = open_store(default_store_url)
     answer = router(engine).handle("/churn-risk")
     assert answer.is_error and "pulse refresh" in answer.summary
     assert router(engine).handle("/model").is_error

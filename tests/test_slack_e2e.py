@@ -143,7 +143,7 @@ def _demo_commands() -> list[Command]:
     return [Command(name, f"/{name}", "test only", (f"/{name}",), fn) for name, fn in spec.items()]
 
 
-def _serve(emu: SlackEmulator, engine: Engine, *, process_before_response: bool = False,
+def _serve(emu: SlackEmulator, engine: Engine, *, process_before_response: bool = True,
            **overrides: Any) -> Iterator[Served]:
     settings = Settings(
         database_url=str(engine.url), slack_api_url=emu.base_url, slack_bot_token=TOKEN,
@@ -605,6 +605,25 @@ def test_concurrent_analytics_commands_all_answered(served: Served, emu: SlackEm
         assert json.loads(next(iter(figs))) == {f.label: f.value for f in expected.figures}
 
 
+def test_a_pre_rendered_answer_reaches_slack_as_the_router_computes_it(
+        served: Served, emu: SlackEmulator) -> None:
+    _needs(served, "segments")
+    cache = served.app.replier.answers
+    text = "/segments rfm SP"
+    report = cache.warm([text])
+    key = cache.key_for(text)
+    assert report.rendered + report.already == 1 and cache.contains(key)
+    expected = _router_answer(served, text)
+    reply, _ = slash(served, emu, "/segments", "rfm sp")  # another spelling, the same entry
+    assert reply.status == 200 and reply.seconds < ACK_LIMIT
+    uploads = wait(emu, lambda: emu.uploads(GENERAL))
+    message = emu.messages(GENERAL)[0]
+    shown = {unescape(k): unescape(v) for k, v in figures_in(message.blocks).items()}
+    assert shown == {f.label: f.value for f in expected.figures}
+    assert [u.content for u in uploads] == [c.png for c in expected.charts]
+    assert uploads[0].thread_ts == message.ts
+
+
 def test_slow_answers_do_not_delay_acks_or_other_answers(served: Served, emu: SlackEmulator) -> None:
     # More slow commands than answer workers: acks still come at once, and a quick
     # command sent after them is not stuck behind all of them.
@@ -624,9 +643,10 @@ def test_slow_answers_do_not_delay_acks_or_other_answers(served: Served, emu: Sl
 # --- modes and settings ------------------------------------------------------------------------
 
 
-def test_process_before_response_mode_also_answers(emu: SlackEmulator, engine: Engine) -> None:
-    # The FaaS-style mode (ack function runs in the request thread) works the same way.
-    gen = _serve(emu, engine, process_before_response=True)
+def test_the_ack_on_another_thread_mode_also_answers(emu: SlackEmulator, engine: Engine) -> None:
+    # Bolt's other mode (listeners on its executor, the request thread waits for the ack)
+    # works the same way.
+    gen = _serve(emu, engine, process_before_response=False)
     other = next(gen)
     try:
         reply, sink = slash(other, emu, "/pulse", "demo-chart")

@@ -180,5 +180,6 @@ COMMAND = Command(
     summary="Customers likely to be lost in the churn horizon, ranked by value at risk, with an export.",
     examples=("/churn-risk", "/churn-risk SP top 20", "/churn-risk sudeste segment at-risk min-prob 0.8"),
     handler=handle,
+    cacheable=True,
     aliases=("churn", "at-risk", "risk"),
 )

@@ -67,5 +67,6 @@ COMMAND = Command(
     summary="Retention of first-purchase cohorts (heatmap), average M1–M3, revenue per cohort.",
     examples=("/cohorts", "/cohorts weekly", "/cohorts monthly RJ"),
     handler=handle,
+    cacheable=True,
     aliases=("cohort", "retention"),
 )

@@ -78,5 +78,6 @@ COMMAND = Command(
     summary="Delivery days, SLA compliance, late share by state/region, freight vs SLA, lateness vs reviews and repeat.",
     examples=("/delivery", "/delivery norte", "/delivery RJ"),
     handler=handle,
+    cacheable=True,
     aliases=("sla", "deliveries"),
 )

@@ -62,4 +62,5 @@ COMMAND = Command(
     summary="Revenue and freight by month, category and state; revenue concentration (top customers, Gini).",
     examples=("/finance", "/finance SP"),
     handler=handle,
+    cacheable=True,
 )

@@ -83,5 +83,6 @@ COMMAND = Command(
     summary="Customers, orders, revenue, AOV, repeat rate, reviews, monthly trend, states, categories.",
     examples=("/kpis", "/kpis SP", "/kpis nordeste"),
     handler=handle,
+    cacheable=True,
     aliases=("overview",),
 )

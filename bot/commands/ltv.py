@@ -85,4 +85,5 @@ COMMAND = Command(
     summary="Lifetime value by state or region: customers, average LTV, repeat rate, quadrants, predicted CLV.",
     examples=("/ltv", "/ltv region", "/ltv state nordeste"),
     handler=handle,
+    cacheable=True,
 )

@@ -88,4 +88,5 @@ COMMAND = Command(
     summary=f"How customers moved between RFM segments over N weeks (default {DEFAULT_WEEKS}).",
     examples=("/migration", "/migration weeks 8 SP", "/migration weeks 1 sudeste"),
     handler=handle,
+    cacheable=True,
 )

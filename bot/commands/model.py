@@ -103,5 +103,6 @@ COMMAND = Command(
     summary="The churn model card: out-of-time metrics, features, training date; the CLV model's parameters.",
     examples=("/model",),
     handler=handle,
+    cacheable=True,
     aliases=("model-card",),
 )

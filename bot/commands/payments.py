@@ -65,5 +65,6 @@ COMMAND = Command(
     summary="Payment methods by count and value, installments, installment share by state and segment, mismatches.",
     examples=("/payments", "/payments sul"),
     handler=handle,
+    cacheable=True,
     aliases=("payment", "installments"),
 )

@@ -117,5 +117,6 @@ COMMAND = Command(
     summary="RFM segments with recommended actions, or behaviour clusters and value tiers.",
     examples=("/segments", "/segments clusters", "/segments rfm SP"),
     handler=handle,
+    cacheable=True,
     aliases=("segment", "rfm", "clusters"),
 )

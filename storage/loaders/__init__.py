@@ -17,9 +17,10 @@ Formats: "olist" (the Kaggle Olist CSVs: a folder, a zip of it, files plain or
   header is quarantined ("truncated last line"), a complete one loads (exporters often
   omit the final newline); a line with too many fields is quarantined ("malformed
   line"); a file cut inside a quoted field, or a compressed file cut short, is refused;
-- streams Online Retail and transactions files in chunks (option `chunksize`, default
-  200,000 rows; memory: the chunks plus about 40 bytes per distinct order), and reads
-  the Olist tables whole (their joins need them; about 100k rows each).
+- streams every file in chunks (option `chunksize`, default 200,000 rows): Online
+  Retail and transactions hold the chunks plus about 40 bytes per distinct order; Olist
+  joins its tables through compact hashed id maps (`storage.loaders.keys`, about 12
+  bytes per id) and writes them table by table (see `storage.loaders.olist`).
 
 Common options: encoding (default: UTF-8, cp1252 for bytes that are not UTF-8),
 chunksize, date_format (default: inferred per column from its first values).

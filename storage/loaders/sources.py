@@ -27,6 +27,8 @@ from pathlib import Path
 from typing import BinaryIO, TypeVar
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
 
 from storage.loaders.report import LoadError
 
@@ -399,6 +401,87 @@ def read_whole(src: SourceFile, opts: CsvOptions) -> tuple[pd.DataFrame, list[Ch
     for c in chunks:
         c.frame = c.frame.iloc[:0]  # keep only the extras
     return frame, chunks, stats
+
+
+# pandas' default "str" dtype, which Arrow string columns become without a copy
+_STR = pd.StringDtype("pyarrow", na_value=float("nan"))
+
+
+def read_chunks_fast(src: SourceFile, opts: CsvOptions, stats: dict | None = None) -> Iterator[Chunk]:
+    """`read_chunks` with Arrow's multi-threaded CSV parser: the same chunks, several times faster.
+
+    Arrow handles the common case (UTF-8, regular lines). At the first thing only the
+    pandas reader treats as documented (bytes that are not UTF-8, a line with a wrong
+    number of fields, a cut-off file), the chunk at hand is dropped and `read_chunks`
+    reads the rest of the file, skipping the rows already given out.
+    """
+    if opts.sep != "," or opts.names or not opts.has_header or opts.encoding not in (None, "utf-8", "utf8"):
+        yield from read_chunks(src, opts, stats)
+        return
+    names = read_header(src, opts)
+    if len(set(names)) != len(names):
+        yield from read_chunks(src, opts, stats)
+        return
+    done = 0
+    for chunk in _arrow_chunks(src, opts, names, stats):
+        if chunk is None:  # Arrow gave up: pandas reads the rest
+            for rest in read_chunks(src, opts, stats):
+                if done:
+                    rest.frame = rest.frame[rest.frame.index >= done]
+                if len(rest.frame) or rest.bad_lines or rest.cut is not None:
+                    yield rest
+            return
+        done += len(chunk.frame)
+        yield chunk
+
+
+def _arrow_chunks(src: SourceFile, opts: CsvOptions, names: list[str],
+                  stats: dict | None) -> Iterator[Chunk | None]:
+    """Chunks parsed by Arrow; None (and stop) at the first row Arrow cannot give as pandas would."""
+    invalid: list[int] = []
+
+    def on_invalid(_row: object) -> str:
+        invalid.append(1)
+        return "skip"
+
+    block = min(max(opts.chunksize * 128, 1 << 20), 16 << 20)
+    read = pacsv.ReadOptions(column_names=names, skip_rows=1, block_size=block, use_threads=True)
+    parse = pacsv.ParseOptions(delimiter=",", newlines_in_values=True, invalid_row_handler=on_invalid)
+    convert = pacsv.ConvertOptions(column_types=dict.fromkeys(names, pa.string()), null_values=[""],
+                                   strings_can_be_null=True, quoted_strings_can_be_null=True)
+    start = 0
+    with _ReadErrors(src.label):
+        tail = _TailReader(src.open())
+        buffered = io.BufferedReader(tail, buffer_size=1 << 20)
+        try:
+            try:
+                reader = pacsv.open_csv(buffered, read_options=read, parse_options=parse, convert_options=convert)
+            except (pa.ArrowInvalid, UnicodeDecodeError):
+                yield None
+                return
+            while True:
+                try:
+                    batch = reader.read_next_batch()
+                except StopIteration:
+                    break
+                except (pa.ArrowInvalid, UnicodeDecodeError):
+                    yield None
+                    return
+                if invalid:
+                    yield None
+                    return
+                for lo in range(0, batch.num_rows, opts.chunksize):
+                    part = batch.slice(lo, opts.chunksize)
+                    frame = part.to_pandas(types_mapper=lambda t: _STR if t == pa.string() else None)
+                    frame.index = pd.RangeIndex(start, start + len(frame))
+                    start += len(frame)
+                    yield Chunk(frame)
+        finally:
+            buffered.close()
+    if stats is not None:
+        stats["cp1252_bytes"] = 0
+        if tail.size and tail.last not in (b"\n", b"\r") and start:
+            stats["unterminated_last_line"] = True
 
 
 def _count_fields(line: bytes, opts: CsvOptions) -> int:

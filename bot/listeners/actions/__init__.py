@@ -7,10 +7,9 @@ import re
 from slack_bolt import App
 
 from bot.blocks import ACTION_PREFIX
-from bot.listeners.actions.run_button import ack_button, make_run_button
+from bot.listeners.actions.run_button import make_run_button
 from bot.replies import Replier
 
 
 def register(app: App, replier: Replier) -> None:
-    app.action(re.compile("^" + re.escape(ACTION_PREFIX)))(
-        ack=ack_button, lazy=[make_run_button(replier)])
+    app.action(re.compile("^" + re.escape(ACTION_PREFIX)))(make_run_button(replier))

@@ -11,12 +11,10 @@ from slack_sdk import WebClient
 from bot.replies import Destination, Replier
 
 
-def ack_button(ack: Ack) -> None:
-    ack()
-
-
 def make_run_button(replier: Replier) -> Callable[..., None]:
-    def run_button(action: dict[str, Any], body: dict[str, Any], client: WebClient) -> None:
+    def run_button(ack: Ack, action: dict[str, Any], body: dict[str, Any],
+                   client: WebClient) -> None:
+        ack()  # at once; the answer is only queued
         text = action.get("value") or ""
         container = body.get("container") or {}
         message = body.get("message") or {}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from slack_bolt import App
 
-from bot.listeners.commands.slash_command import ack_command, make_answer_command
+from bot.listeners.commands.slash_command import make_answer_command
 from bot.replies import Replier
 from bot.router import Router
 
@@ -23,4 +23,4 @@ def slash_command_names(router: Router) -> list[str]:
 def register(app: App, replier: Replier) -> None:
     answer_command = make_answer_command(replier)
     for name in slash_command_names(replier.router):
-        app.command(name)(ack=ack_command, lazy=[answer_command])
+        app.command(name)(answer_command)

@@ -1,4 +1,4 @@
-"""Every slash command: acknowledge at once, then answer through the router."""
+"""Every slash command: acknowledge at once, then hand the answer to the Replier's pool."""
 
 from __future__ import annotations
 
@@ -11,13 +11,11 @@ from slack_sdk import WebClient
 from bot.replies import Destination, Replier
 
 
-def ack_command(ack: Ack) -> None:
-    """Slack wants an answer within 3 seconds; the real answer follows."""
-    ack()
-
-
 def make_answer_command(replier: Replier) -> Callable[..., None]:
-    def answer_command(command: dict[str, Any], client: WebClient) -> None:
+    def answer_command(ack: Ack, command: dict[str, Any], client: WebClient) -> None:
+        # Slack wants the acknowledgement within 3 seconds; the real answer follows. Nothing
+        # here waits: the answer is only queued (no Bolt lazy listener, no request copy).
+        ack()
         text = f"{command['command']} {command.get('text') or ''}".strip()
         dest = Destination(
             channel_id=command["channel_id"],

@@ -13,13 +13,8 @@ from bot.listeners.events.direct_message import (
 from bot.replies import Replier
 
 
-def _ack(ack) -> None:  # noqa: ANN001 - Bolt injects by name
-    ack()
-
-
 def register(app: App, replier: Replier) -> None:
-    app.event("app_mention")(ack=_ack, lazy=[make_answer_mention(replier)])
-    app.event("message", matchers=[is_direct_message])(
-        ack=_ack, lazy=[make_answer_direct_message(replier)])
+    app.event("app_mention")(make_answer_mention(replier))
+    app.event("message", matchers=[is_direct_message])(make_answer_direct_message(replier))
     # Every other message event (edits, joins, bots, channels) is acknowledged and dropped.
     app.event("message")(ignore_message)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from slack_bolt import Ack
 from slack_sdk import WebClient
 
 from bot.mentions import EXAMPLES, mention_to_command
@@ -25,7 +26,8 @@ def answer_text(text: str) -> tuple[str, str | None]:
 
 
 def make_answer_mention(replier: Replier) -> Callable[..., None]:
-    def answer_mention(event: dict[str, Any], body: dict[str, Any], client: WebClient) -> None:
+    def answer_mention(ack: Ack, event: dict[str, Any], body: dict[str, Any], client: WebClient) -> None:
+        ack()  # at once; the answer is only queued
         if not replier.first_time(body.get("event_id")):
             return
         command, intro = answer_text(event.get("text") or "")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from slack_bolt import Ack
 from slack_sdk import WebClient
 
 from bot.listeners.events.app_mention import answer_text
@@ -22,8 +23,9 @@ def ignore_message() -> None:
 
 
 def make_answer_direct_message(replier: Replier) -> Callable[..., None]:
-    def answer_direct_message(event: dict[str, Any], body: dict[str, Any],
+    def answer_direct_message(ack: Ack, event: dict[str, Any], body: dict[str, Any],
                               client: WebClient) -> None:
+        ack()  # at once; the answer is only queued
         if not replier.first_time(body.get("event_id")):
             return
         command, intro = answer_text(event.get("text") or "")

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-12-01 13:54:18.881205
+Create Date: 2026-12-01 14:04:59.657261
 """
 from alembic import op
 import sqlalchemy as sa
@@ -152,6 +152,18 @@ def upgrade() -> None:
     sa.Column('orders', sa.Integer(), nullable=False),
     sa.Column('revenue', sa.Float(), nullable=False)
     )
+    op.create_table('answer_cache',
+    sa.Column('cache_key', sa.String(length=64), nullable=False),
+    sa.Column('command', sa.Text(), nullable=False),
+    sa.Column('version', sa.String(length=64), nullable=False),
+    sa.Column('payload', sa.LargeBinary(), nullable=False),
+    sa.Column('render_ms', sa.Integer(), nullable=True),
+    sa.Column('created_at', sa.DateTime(), nullable=False),
+    sa.PrimaryKeyConstraint('cache_key')
+    )
+    with op.batch_alter_table('answer_cache', schema=None) as batch_op:
+        batch_op.create_index('ix_answer_cache_version', ['version'], unique=False)
+
     op.create_table('customer_features',
     sa.Column('customer_id', sa.String(length=64), nullable=False),
     sa.Column('as_of', sa.Date(), nullable=False),
@@ -381,6 +393,10 @@ def downgrade() -> None:
         batch_op.drop_index('ix_features_region')
 
     op.drop_table('customer_features')
+    with op.batch_alter_table('answer_cache', schema=None) as batch_op:
+        batch_op.drop_index('ix_answer_cache_version')
+
+    op.drop_table('answer_cache')
     op.drop_table('agg_weekday_hour')
     op.drop_table('agg_payments')
     op.drop_table('agg_payment_segments')

@@ -1,0 +1,242 @@
+"""The store's order history read once, columnar and integer-coded, for the refresh.
+
+Every heavy computation of the refresh (features, cohorts, answer facts, churn history)
+groups orders, items, payments and reviews by customer. Reading each table once through
+`analytics.columnar` (ADBC on SQLite, COPY on PostgreSQL) and joining on integer codes
+costs a fraction of a DB-API fetch and of grouping by id strings:
+- `customer_ids`: every customer id of the orders and customers tables, sorted; a
+  customer's *code* is its position in it, so sorting by code sorts by id;
+- orders sorted by customer code, purchase time and order_id (the first order of a
+  customer is their earliest purchase, ties broken by the smallest order_id);
+- items, payments and reviews carry `ord`, the row of their order (rows whose order is not
+  in the store are dropped); their categorical columns are codes into sorted name arrays
+  (-1 for missing).
+Timestamps are int64 microseconds since 1970-01-01 (`NAT` where missing).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+from sqlalchemy import Engine
+
+from analytics.columnar import Col, read_columns
+from storage.store import NON_PURCHASE_STATUSES
+
+NAT = np.iinfo(np.int64).min
+DAY_US = 86_400_000_000
+_NON_PURCHASE = ", ".join(f"'{s}'" for s in NON_PURCHASE_STATUSES)
+
+
+@dataclass(frozen=True, eq=False)
+class Dataset:
+    """Orders (sorted by customer, time, order_id), their items, payments, reviews and the
+    customers' geography, integer-coded (see the module docstring)."""
+
+    customer_ids: pa.Array  # sorted distinct ids
+    state: np.ndarray  # per customer code (object, None when unknown)
+    region: np.ndarray
+    order_id: pa.Array  # per order row
+    cust: np.ndarray  # int64 customer code per order row
+    purchased: np.ndarray  # int64 µs
+    purchase: np.ndarray  # bool: status not in NON_PURCHASE_STATUSES
+    items_value: np.ndarray
+    freight_value: np.ndarray
+    delivered: np.ndarray  # int64 µs or NAT
+    estimated: np.ndarray  # int64 µs or NAT
+    item_ord: np.ndarray
+    item_category: np.ndarray  # code into category_names, -1 when missing
+    item_quantity: np.ndarray
+    item_price: np.ndarray
+    item_freight: np.ndarray
+    item_product: np.ndarray | None  # codes (full reads only)
+    item_seller: np.ndarray | None
+    category_names: np.ndarray  # sorted (object)
+    pay_ord: np.ndarray
+    pay_method: np.ndarray  # code into method_names, -1 when missing
+    pay_installments: np.ndarray  # float, NaN when missing
+    pay_value: np.ndarray
+    method_names: np.ndarray
+    review_ord: np.ndarray
+    review_score: np.ndarray  # float
+    review_created: np.ndarray  # int64 µs or NAT
+
+    @property
+    def n_customers(self) -> int:
+        return len(self.customer_ids)
+
+    def ids(self) -> np.ndarray:
+        """`customer_ids` as an object array."""
+        return self.customer_ids.to_numpy(zero_copy_only=False).astype(object)
+
+    def in_scope(self, as_of: dt.date) -> np.ndarray:
+        """Mask of the order rows that are purchases placed on or before `as_of`."""
+        return self.purchase & (self.purchased < to_micros(end_of_day_dt(as_of)))
+
+
+def read_dataset(engine: Engine, *, full: bool = True) -> Dataset:
+    """Read the store (every order, any status or date); `full` adds what the churn model
+    needs beyond the features (item products and sellers)."""
+    item_cols = [Col("order_id", "order_id", "str"), Col("category", "category", "str"),
+                 Col("quantity", "quantity", "float"), Col("price", "price", "float"),
+                 Col("freight", "freight_value", "float")]
+    if full:
+        item_cols += [Col("product", "product_id", "str"), Col("seller", "seller_id", "str")]
+    reads = {
+        "customers": ("customers", [Col("customer_id", "customer_id", "str"),
+                                    Col("state", "state", "str"), Col("region", "region", "str")]),
+        "items": ("order_items", item_cols),
+        "payments": ("payments", [Col("order_id", "order_id", "str"), Col("method", "method", "str"),
+                                  Col("installments", "installments", "float"),
+                                  Col("value", "value", "float")]),
+        "reviews": ("reviews", [Col("order_id", "order_id", "str"), Col("score", "score", "float"),
+                                Col("created", "created_at", "ts")]),
+    }
+    # the other tables are read in the background while the orders are read and sorted
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="pulse-read") as pool:
+        later = {name: pool.submit(read_columns, engine, *args) for name, args in reads.items()}
+        orders = read_columns(engine, "orders", [
+            Col("order_id", "order_id", "str"), Col("customer_id", "customer_id", "str"),
+            Col("purchased", "purchased_at", "ts"),
+            Col("purchase", f"CASE WHEN status IN ({_NON_PURCHASE}) THEN 0 ELSE 1 END", "int"),
+            Col("items_value", "items_value", "float"), Col("freight_value", "freight_value", "float"),
+            Col("delivered", "delivered_at", "ts"), Col("estimated", "estimated_delivery_at", "ts"),
+        ])
+        # each table's arrays are taken out as it arrives and the table dropped (futures
+        # popped), so the raw strings of only a few tables are held at once
+        customers = later.pop("customers").result()
+        customer_ids = _sorted_unique(pa.chunked_array(
+            orders.column("customer_id").chunks + customers.column("customer_id").chunks,
+            type=pa.string()))
+        cust = codes_in(orders.column("customer_id"), customer_ids)
+        purchased = micros(orders, "purchased")
+        rows = order_by_time(cust, purchased, orders.column("order_id"))
+        f: dict[str, object] = {
+            "customer_ids": customer_ids, "cust": cust[rows], "purchased": purchased[rows],
+            "order_id": flat(orders.column("order_id")).take(pa.array(rows)),
+            "purchase": floats(orders, "purchase")[rows] > 0,
+            "items_value": floats(orders, "items_value")[rows],
+            "freight_value": floats(orders, "freight_value")[rows],
+            "delivered": micros(orders, "delivered")[rows], "estimated": micros(orders, "estimated")[rows],
+        }
+        del orders, cust, purchased, rows
+        geo_at = codes_in(customer_ids, customers.column("customer_id"))
+        f["state"] = _take_objects(customers.column("state"), geo_at)
+        f["region"] = _take_objects(customers.column("region"), geo_at)
+        del customers
+        order_id = f["order_id"]
+
+        items = _known(later.pop("items").result(), order_id)
+        names, f["item_category"] = sorted_codes(items.column("category"))
+        f["category_names"] = names.to_numpy(zero_copy_only=False).astype(object)
+        f.update(item_ord=_ords(items), item_quantity=floats(items, "quantity"),
+                 item_price=floats(items, "price"), item_freight=floats(items, "freight"),
+                 item_product=_factorize(items.column("product")) if full else None,
+                 item_seller=_factorize(items.column("seller")) if full else None)
+        del items
+        pay = _known(later.pop("payments").result(), order_id)
+        names, f["pay_method"] = sorted_codes(pay.column("method"))
+        f["method_names"] = names.to_numpy(zero_copy_only=False).astype(object)
+        f.update(pay_ord=_ords(pay), pay_installments=floats(pay, "installments"),
+                 pay_value=floats(pay, "value"))
+        del pay
+        rev = _known(later.pop("reviews").result(), order_id)
+        f.update(review_ord=_ords(rev), review_score=floats(rev, "score"),
+                 review_created=micros(rev, "created"))
+        del rev
+    return Dataset(**f)
+
+
+def _known(table: pa.Table, order_id: pa.Array) -> pa.Table:
+    """The rows of `table` whose order is in the store, with column `ord` = the order's row."""
+    ord_ = codes_in(table.column("order_id"), order_id)
+    keep = ord_ >= 0
+    return table.drop_columns(["order_id"]).append_column("ord", pa.array(ord_)).filter(pa.array(keep))
+
+
+def _ords(table: pa.Table) -> np.ndarray:
+    return np.asarray(table.column("ord").to_numpy(), dtype=np.int64)
+
+
+def order_by_time(cust: np.ndarray, at: np.ndarray, order_id: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """Row order by customer, time, then order_id (only rows tied on customer and time are
+    compared by id, which are few)."""
+    rows = np.lexsort((at, cust))
+    c, t = cust[rows], at[rows]
+    tied = np.flatnonzero((c[1:] == c[:-1]) & (t[1:] == t[:-1]))
+    if len(tied):
+        # group of each tied row: runs of equal (customer, time); sort each run by order_id
+        members = np.unique(np.concatenate([tied, tied + 1]))
+        run = np.cumsum(~np.isin(members - 1, tied))  # a run starts where no tie links back
+        ids = flat(order_id).take(pa.array(rows[members])).to_numpy(zero_copy_only=False)
+        within = pd.DataFrame({"run": run, "id": ids}).sort_values(["run", "id"], kind="stable").index
+        rows[members] = rows[members[within.to_numpy()]]
+    return rows
+
+
+# --- Arrow helpers ------------------------------------------------------------------------
+
+
+def flat(values: pa.ChunkedArray | pa.Array) -> pa.Array:
+    return values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+
+
+def _sorted_unique(values: pa.ChunkedArray | pa.Array) -> pa.Array:
+    uniq = flat(pc.unique(values).drop_null()) if len(values) else pa.array([], pa.string())
+    return uniq.take(pc.sort_indices(uniq))
+
+
+def sorted_codes(values: pa.ChunkedArray | pa.Array) -> tuple[pa.Array, np.ndarray]:
+    """(distinct non-null values sorted, code of each value in them; -1 for null)."""
+    uniq = _sorted_unique(values)
+    return uniq, codes_in(values, uniq)
+
+
+def codes_in(keys: pa.ChunkedArray | pa.Array, index: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """Position of each key in `index` (-1 when absent or null), by Arrow's hash lookup."""
+    if len(keys) == 0:
+        return np.empty(0, dtype=np.int64)
+    found = pc.index_in(keys, value_set=flat(index)).fill_null(-1)
+    return np.asarray(found.to_numpy(zero_copy_only=False), dtype=np.int64)
+
+
+def _factorize(values: pa.ChunkedArray) -> np.ndarray:
+    """Codes of equal values (any numbering; -1 for null)."""
+    enc = flat(pc.dictionary_encode(values)) if len(values) else None
+    if enc is None:
+        return np.empty(0, dtype=np.int64)
+    return np.asarray(enc.indices.fill_null(-1).to_numpy(zero_copy_only=False), dtype=np.int64)
+
+
+def _take_objects(col: pa.ChunkedArray, at: np.ndarray) -> np.ndarray:
+    values = flat(col).take(pa.array(at, mask=at < 0)) if len(at) else pa.array([], pa.string())
+    return values.to_numpy(zero_copy_only=False).astype(object)
+
+
+def floats(table: pa.Table, name: str) -> np.ndarray:
+    col = table.column(name).cast(pa.float64())
+    return col.fill_null(np.nan).to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
+
+
+def micros(table: pa.Table, name: str) -> np.ndarray:
+    col = table.column(name).cast(pa.int64()).fill_null(NAT)
+    return col.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+
+
+def to_micros(value: dt.datetime | dt.date) -> int:
+    return int((pd.Timestamp(value) - pd.Timestamp("1970-01-01")) // pd.Timedelta(microseconds=1))
+
+
+def end_of_day_dt(day: dt.date) -> dt.datetime:
+    return dt.datetime.combine(day + dt.timedelta(days=1), dt.time.min)
+
+
+def day_of(us: np.ndarray) -> np.ndarray:
+    """Whole days since 1970-01-01 of µs timestamps (floor; NAT gives garbage — mask it)."""
+    return np.floor_divide(us, DAY_US)
