@@ -14,7 +14,7 @@ import logging
 import threading
 import uuid
 from collections import OrderedDict
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,6 +66,8 @@ class Replier:
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pulse-answer")
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._seen_lock = threading.Lock()
+        self._in_flight: set[Future] = set()
+        self._in_flight_lock = threading.Lock()
 
     # --- entry points (called from listeners) -------------------------------------------
 
@@ -74,6 +76,9 @@ class Replier:
         """Answer `text` in the background; failures become a reply with a reference.
         The future is done when the answer has been posted (or its failure told)."""
         done: Future = Future()
+        with self._in_flight_lock:
+            self._in_flight.add(done)
+        done.add_done_callback(self._landed)
 
         def route() -> None:
             try:
@@ -91,6 +96,16 @@ class Replier:
 
         self.replies.submit(route)
         return done
+
+    def _landed(self, done: Future) -> None:
+        with self._in_flight_lock:
+            self._in_flight.discard(done)
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Wait until every submitted answer has been posted; False if `timeout` ran out."""
+        with self._in_flight_lock:
+            pending = list(self._in_flight)
+        return not wait(pending, timeout=timeout).not_done
 
     def _answer_into(self, done: Future, client: WebClient, text: str, dest: Destination,
                      intro: str | None, cached: Answer | None) -> None:

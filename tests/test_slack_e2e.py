@@ -69,6 +69,8 @@ def emu() -> Iterator[SlackEmulator]:
 
 @pytest.fixture(autouse=True)
 def _fresh_emulator(request: pytest.FixtureRequest) -> None:
+    if "served" in request.fixturenames:  # the last test's answers land before the reset
+        assert request.getfixturevalue("served").app.replier.wait_idle(timeout=60)
     if "emu" in request.fixturenames:
         request.getfixturevalue("emu").reset()
 
