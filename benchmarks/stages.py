@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import secrets
 import statistics
 import sys
 import time
@@ -247,7 +248,8 @@ def _slack_rounds(url: str, rounds: list[tuple[str, list[str]]], *, cache: bool 
     sys.path.insert(0, str(root / "tests"))
     from slack_emulator import SlackEmulator
 
-    token, secret = "xoxb-bench-0000-1111-abcdefghijkl", "bench-signing-secret-0123456789"
+    # throwaway credentials shared by the local emulator and the bot under test
+    token, secret = "xoxb-" + secrets.token_hex(12), secrets.token_hex(16)
     out: dict[str, Any] = {}
     with SlackEmulator(token=token) as emu:
         params = {"url": url, "api_url": emu.base_url, "token": token, "secret": secret,
