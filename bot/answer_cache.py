@@ -42,7 +42,7 @@ from storage import schema
 
 log = logging.getLogger(__name__)
 
-CACHE_FORMAT = 1  # bump when the payload layout or an answer's content changes meaning
+CACHE_FORMAT = 2  # bump when the payload layout or an answer's content changes meaning
 WARM_SCOPES = ("all", "defaults", "none")
 PLACE_USAGE = "STATE|REGION"
 # Settings that never change an answer's content (who sees it, where it goes, secrets).

@@ -46,7 +46,7 @@ def handle(ctx: CommandContext, args: list[str]) -> Answer:
     notes = ["Scores 1–5 by quintiles with ties kept together; segments from the R×F grid. "
              "Scores are computed once over the whole base; a place filter only chooses who is counted."]
     if rep.fallbacks:
-        notes.append("Fallback used: " + "; ".join(rep.fallbacks) + ".")
+        notes.append("Fallback used: " + "; ".join(f.rstrip(".") for f in rep.fallbacks) + ".")
     return Answer(
         **base, figures=figures, notes=notes,
         charts=[Chart("segments-rfm", "Customers by RFM segment", chart)],
