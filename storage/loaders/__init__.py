@@ -42,6 +42,7 @@ from storage.loaders.context import (
     defer_indexes,
     fail_run,
     finish_run,
+    load_pragmas,
     restore_indexes,
     start_run,
 )
@@ -196,7 +197,9 @@ def load_path(
     run_id = start_run(engine, fmt, where)
     started = time.perf_counter()
     try:
-        with engine.begin() as conn:
+        # the settings are changed and restored outside the transaction (SQLite allows no
+        # temp_store change inside one)
+        with engine.connect() as conn, load_pragmas(conn), conn.begin():
             ctx = LoadContext(conn, run_id, fmt, where, opts, progress)
             clear_earlier_quarantine(conn, run_id, fmt, where)
             deferred = defer_indexes(conn)

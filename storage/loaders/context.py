@@ -5,7 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -21,6 +22,7 @@ Progress = Callable[[int, int | None], None]
 
 # Column sizes PostgreSQL enforces (VARCHAR(n)); longer keys are quarantined.
 KEY_LIMIT = 64
+LOAD_CACHE_KIB = 64 * 1024  # SQLite page cache during a load (at most)
 
 
 @dataclass
@@ -152,6 +154,32 @@ def clear_earlier_quarantine(conn: Connection, run_id: int, fmt: str, path: str)
     earlier = select(runs.c.id).where(runs.c.format == fmt, runs.c.path == path, runs.c.id != run_id)
     result = conn.execute(delete(schema.quarantine).where(schema.quarantine.c.load_run_id.in_(earlier)))
     return result.rowcount or 0
+
+
+@contextmanager
+def load_pragmas(conn: Connection) -> Iterator[None]:
+    """SQLite settings for the length of a load, restored after it (enter it before the
+    load's transaction begins and leave it after that ends):
+    - no memory-mapped I/O and a smaller page cache: pages of a big store mapped into the
+      process count in its memory, and the load's own maps need the room (the OS file
+      cache still serves the pages);
+    - temporary files on disk: the index builds at the end of a first load sort every key,
+      and with temp_store=MEMORY (the store's setting for queries) that sort would be held
+      in memory whole instead of being bounded by the page cache."""
+    if conn.dialect.name != "sqlite":
+        yield
+        return
+    # on the DB-API connection: outside any transaction, and without SQLAlchemy's autobegin
+    raw = conn.connection.driver_connection
+    saved = {p: raw.execute(f"PRAGMA {p}").fetchone()[0] for p in ("mmap_size", "cache_size", "temp_store")}
+    raw.execute("PRAGMA mmap_size=0")
+    raw.execute(f"PRAGMA cache_size={max(int(saved['cache_size'] or 0), -LOAD_CACHE_KIB)}")
+    raw.execute("PRAGMA temp_store=FILE")
+    try:
+        yield
+    finally:
+        for pragma, value in saved.items():
+            raw.execute(f"PRAGMA {pragma}={int(value or 0)}")
 
 
 def defer_indexes(conn: Connection) -> list[Index]:

@@ -44,7 +44,6 @@ Items: category = English name when translated, else the Portuguese one; quantit
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -83,7 +82,6 @@ from storage.validation import (
 )
 
 SOURCE = "olist"
-LOAD_CACHE_KIB = 64 * 1024  # SQLite page cache during the load (at most)
 OPTIONS = ("encoding", "chunksize", "date_format")
 
 # table -> file name stem (a file matches when its stem starts with it)
@@ -385,26 +383,8 @@ def _strings(values: pd.Series) -> pa.Array:
 
 
 def load(ctx: LoadContext, path: Path, options: dict) -> None:
-    with _unmapped(ctx), ctx.writer.overlapped():
+    with ctx.writer.overlapped():
         _load(ctx, path, options)
-
-
-@contextmanager
-def _unmapped(ctx: LoadContext) -> Iterator[None]:
-    """SQLite without memory-mapped I/O and with a smaller page cache for the load: pages of
-    a big store mapped into the process count in its memory, and the load's own maps need
-    the room (the OS file cache still serves the pages)."""
-    if ctx.conn.dialect.name != "sqlite":
-        yield
-        return
-    saved = {p: ctx.conn.exec_driver_sql(f"PRAGMA {p}").scalar() for p in ("mmap_size", "cache_size")}
-    ctx.conn.exec_driver_sql("PRAGMA mmap_size=0")
-    ctx.conn.exec_driver_sql(f"PRAGMA cache_size={max(int(saved['cache_size'] or 0), -LOAD_CACHE_KIB)}")
-    try:
-        yield
-    finally:
-        for pragma, value in saved.items():
-            ctx.conn.exec_driver_sql(f"PRAGMA {pragma}={int(value or 0)}")
 
 
 def _load(ctx: LoadContext, path: Path, options: dict) -> None:
