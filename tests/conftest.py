@@ -260,6 +260,17 @@ def default_store_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     return url
 
 
+@pytest.fixture(scope="module")
+def sample_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
+    """An opened private copy of the store with the bundled sample, loaded and refreshed
+    (tests/sample_store.py), one per test module: a SQLite file, or a PostgreSQL database."""
+    from sample_store import sample_store  # imported here: sample_store imports conftest
+
+    engine = sample_store(tmp_path_factory.mktemp("sample"))
+    yield engine
+    engine.dispose()
+
+
 @pytest.fixture(autouse=True)
 def _close_test_databases() -> Iterator[None]:
     """On PostgreSQL, end the idle sessions left open on the databases a test made (they are

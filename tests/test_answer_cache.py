@@ -5,7 +5,6 @@ entries — on SQLite and on PostgreSQL."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -36,15 +35,8 @@ SOME = ["/kpis", "/segments rfm SP", "/churn-risk SP top 20", "/cohorts weekly",
 
 
 @pytest.fixture(scope="module")
-def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
-    eng = sample_store(tmp_path_factory.mktemp("answer-cache"))
-    yield eng
-    eng.dispose()
-
-
-@pytest.fixture(scope="module")
-def warmed(engine: Engine) -> AnswerCache:
-    cache = AnswerCache(Router(engine, Settings()))
+def warmed(sample_engine: Engine) -> AnswerCache:
+    cache = AnswerCache(Router(sample_engine, Settings()))
     report = cache.warm(SOME)
     assert report.rendered + report.already == len(SOME), report
     return cache
@@ -83,8 +75,8 @@ def test_cached_answer_is_the_computed_one(warmed: AnswerCache, text: str) -> No
         assert cached.charts  # the renders are what the cache saves
 
 
-def test_a_fresh_bot_instance_serves_the_stored_answer(warmed: AnswerCache, engine: Engine) -> None:
-    other_engine = open_store(str(engine.url))
+def test_a_fresh_bot_instance_serves_the_stored_answer(warmed: AnswerCache, sample_engine: Engine) -> None:
+    other_engine = open_store(str(sample_engine.url))
     try:
         other = AnswerCache(Router(other_engine, Settings()))
         key = other.key_for("/kpis")
@@ -109,13 +101,13 @@ def test_quoted_words_stay_apart_in_the_key(warmed: AnswerCache) -> None:
     assert not warmed.handle("/churn-risk segment 'at risk'").is_error
 
 
-def test_settings_that_change_answers_change_the_key(warmed: AnswerCache, engine: Engine) -> None:
-    dollars = AnswerCache(Router(engine, Settings(currency="US$")))
+def test_settings_that_change_answers_change_the_key(warmed: AnswerCache, sample_engine: Engine) -> None:
+    dollars = AnswerCache(Router(sample_engine, Settings(currency="US$")))
     assert dollars.key_for("/kpis").key != warmed.key_for("/kpis").key
     answer = dollars.handle("/kpis")
     assert "US$" in answer.figures[2].value
     # who may export or where answers are posted does not change an answer
-    other = AnswerCache(Router(engine, Settings(export_allowed_users=("U1",), admin_channel="#ops")))
+    other = AnswerCache(Router(sample_engine, Settings(export_allowed_users=("U1",), admin_channel="#ops")))
     assert other.key_for("/kpis").key == warmed.key_for("/kpis").key
 
 
@@ -155,19 +147,19 @@ def test_a_miss_is_answered_and_kept(warmed: AnswerCache) -> None:
     assert same_answer(answer, warmed.router.handle("/delivery RJ"))
 
 
-def test_errors_exports_and_help_are_not_cached(warmed: AnswerCache, engine: Engine) -> None:
-    before = rows(engine)
+def test_errors_exports_and_help_are_not_cached(warmed: AnswerCache, sample_engine: Engine) -> None:
+    before = rows(sample_engine)
     error = warmed.handle("/kpis atlantis")
     assert error.is_error and "atlantis" in error.summary.lower()
     assert warmed.key_for("/export-at-risk SP") is None
     assert warmed.key_for("/pulse-help") is None
     assert warmed.key_for("/no-such-command") is None
     assert warmed.handle("/pulse-help").kind == "help"
-    assert rows(engine) == before
+    assert rows(sample_engine) == before
 
 
-def test_an_answer_that_cannot_be_stored_exactly_is_served_but_not_kept(engine: Engine) -> None:
-    router = Router(engine, Settings())
+def test_an_answer_that_cannot_be_stored_exactly_is_served_but_not_kept(sample_engine: Engine) -> None:
+    router = Router(sample_engine, Settings())
     odd = Answer(command="/odd", title="Odd", figures=[Figure("x", "1", object())])
     router.commands["odd"] = Command("odd", "/odd", "test", ("/odd",), lambda c, a: odd,
                                      cacheable=True)
@@ -223,8 +215,8 @@ def test_the_warmer_warms_when_the_data_version_changes(tmp_path: Path) -> None:
         eng.dispose()
 
 
-def test_warm_texts_cover_defaults_examples_and_places(engine: Engine) -> None:
-    router = Router(engine, Settings())
+def test_warm_texts_cover_defaults_examples_and_places(sample_engine: Engine) -> None:
+    router = Router(sample_engine, Settings())
     defaults = warm_texts(router, "defaults")
     assert "/kpis" in defaults and "/churn-risk SP top 20" in defaults
     assert not any(t.startswith(("/export-at-risk", "/pulse-help", "/digest")) for t in defaults)
@@ -299,10 +291,10 @@ def test_instances_share_entries_through_the_store(store_url: str) -> None:
         e2.dispose()
 
 
-def test_a_stopped_warmer_stops_between_renders(engine: Engine) -> None:
+def test_a_stopped_warmer_stops_between_renders(sample_engine: Engine) -> None:
     import time
 
-    warmer = Warmer(engine, Settings(currency="€")).start()  # its own keys: all to render
+    warmer = Warmer(sample_engine, Settings(currency="€")).start()  # its own keys: all to render
     time.sleep(0.5)
     started = time.perf_counter()
     warmer.stop(timeout=30)

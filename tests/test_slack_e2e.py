@@ -29,7 +29,6 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from sample_store import sample_store
 from slack_emulator import RESPONSE_URL, UPLOAD, SlackEmulator, validate_blocks
 from sqlalchemy import Engine, select
 
@@ -46,16 +45,6 @@ SECRET = "e2e-signing-secret-9f8e7d6c5b4a39281706"
 ALICE, BOB = "U0ALICE01", "U0BOB0001"  # alice may export, bob may not
 GENERAL, RANDOM = "C0GENERAL", "C0RANDOM01"  # the bot is in #general, not in #random
 ACK_LIMIT = 3.0
-
-
-# --- the store ------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
-    eng = sample_store(tmp_path_factory.mktemp("slack"))
-    yield eng
-    eng.dispose()
 
 
 # --- Slack, emulated, and the app served for real --------------------------------------------
@@ -167,8 +156,8 @@ def _serve(emu: SlackEmulator, engine: Engine, *, process_before_response: bool 
 
 
 @pytest.fixture(scope="module")
-def served(emu: SlackEmulator, engine: Engine) -> Iterator[Served]:
-    yield from _serve(emu, engine)
+def served(emu: SlackEmulator, sample_engine: Engine) -> Iterator[Served]:
+    yield from _serve(emu, sample_engine)
 
 
 # --- speaking Slack's HTTP ---------------------------------------------------------------------
@@ -645,10 +634,10 @@ def test_slow_answers_do_not_delay_acks_or_other_answers(served: Served, emu: Sl
 # --- modes and settings ------------------------------------------------------------------------
 
 
-def test_the_ack_on_another_thread_mode_also_answers(emu: SlackEmulator, engine: Engine) -> None:
+def test_the_ack_on_another_thread_mode_also_answers(emu: SlackEmulator, sample_engine: Engine) -> None:
     # Bolt's other mode (listeners on its executor, the request thread waits for the ack)
     # works the same way.
-    gen = _serve(emu, engine, process_before_response=False)
+    gen = _serve(emu, sample_engine, process_before_response=False)
     other = next(gen)
     try:
         reply, sink = slash(other, emu, "/pulse", "demo-chart")
@@ -658,10 +647,10 @@ def test_the_ack_on_another_thread_mode_also_answers(emu: SlackEmulator, engine:
         gen.close()
 
 
-def test_run_returns_false_without_slack_settings(engine: Engine) -> None:
+def test_run_returns_false_without_slack_settings(sample_engine: Engine) -> None:
     from bot.server import run
 
-    assert run(Settings(database_url=str(engine.url)), engine) is False
+    assert run(Settings(database_url=str(sample_engine.url)), sample_engine) is False
 
 
 @pytest.mark.parametrize(("tokens", "missing"), [
@@ -669,31 +658,31 @@ def test_run_returns_false_without_slack_settings(engine: Engine) -> None:
     ({"slack_signing_secret": SECRET}, "SLACK_BOT_TOKEN"),
     ({"slack_app_token": "xapp-1-abc"}, "SLACK_BOT_TOKEN"),
 ])
-def test_run_refuses_a_half_done_setup(engine: Engine, tokens: dict, missing: str) -> None:
+def test_run_refuses_a_half_done_setup(sample_engine: Engine, tokens: dict, missing: str) -> None:
     from bot.server import run
 
     with pytest.raises(SettingsError, match=missing):
-        run(Settings(database_url=str(engine.url), **tokens), engine)
+        run(Settings(database_url=str(sample_engine.url), **tokens), sample_engine)
 
 
-def test_run_with_an_app_token_uses_socket_mode(emu: SlackEmulator, engine: Engine) -> None:
+def test_run_with_an_app_token_uses_socket_mode(emu: SlackEmulator, sample_engine: Engine) -> None:
     from slack_sdk.errors import SlackApiError
 
     from bot.server import run
 
     app_token = "xapp-1-A0PULSEAPP-1-0123456789abcdef"
-    settings = Settings(database_url=str(engine.url), slack_api_url=emu.base_url,
+    settings = Settings(database_url=str(sample_engine.url), slack_api_url=emu.base_url,
                         slack_bot_token=TOKEN, slack_app_token=app_token)
     # The emulator has no WebSocket endpoint: asking Slack for one is as far as it goes.
     with pytest.raises(SlackApiError, match="unknown_method"):
-        run(settings, engine)
+        run(settings, sample_engine)
     call = emu.calls("apps.connections.open")[0]
     assert call.headers.get("Authorization") == f"Bearer {app_token}"
 
 
-def test_create_app_needs_a_token(engine: Engine) -> None:
+def test_create_app_needs_a_token(sample_engine: Engine) -> None:
     with pytest.raises(SettingsError, match="SLACK_BOT_TOKEN"):
-        create_app(Settings(database_url=str(engine.url)), engine)
+        create_app(Settings(database_url=str(sample_engine.url)), sample_engine)
 
 
 def test_app_client_retries_and_uses_the_configured_url(served: Served, emu: SlackEmulator) -> None:
@@ -711,12 +700,12 @@ def _manifest_text() -> str:
     return (ROOT / "config" / "slack-manifest.yml").read_text(encoding="utf-8")
 
 
-def test_manifest_declares_every_slash_command(engine: Engine) -> None:
+def test_manifest_declares_every_slash_command(sample_engine: Engine) -> None:
     from bot.listeners.commands import slash_command_names
 
     declared = re.findall(r"^\s*- command: (/[\w-]+)\s*$", _manifest_text(), flags=re.M)
     assert len(declared) == len(set(declared))
-    assert set(slash_command_names(Router(engine, Settings()))) == set(declared)
+    assert set(slash_command_names(Router(sample_engine, Settings()))) == set(declared)
 
 
 def _manifest_commands() -> dict[str, dict[str, str]]:
