@@ -294,25 +294,30 @@ def _delivery(orders: pd.DataFrame, reviews: pd.DataFrame) -> dict[str, pd.DataF
         with_estimate=("with_estimate", "sum"),
     )
     rated = reviews.merge(delivered.loc[delivered["on_time"].notna(), ["order_id", "on_time", "state", "region", "gs", "gr"]])
-    rated["on_time"] = rated["on_time"].astype(bool)
-    for flag, name in ((True, "on_time"), (False, "late")):
-        r = rated[rated["on_time"] == flag]
-        g = r.groupby(_geo(r))["score"].agg(["size", "sum"])
-        per_geo[f"reviews_{name}"] = g["size"]
-        per_geo[f"review_score_{name}"] = g["sum"]
-
     ranked = o.sort_values(["customer_id", "ts", "order_id"])
     first = ranked.drop_duplicates("customer_id").set_index("customer_id")
     first = first.assign(again=ranked.groupby("customer_id").size().reindex(first.index) >= 2)
     first = first[first["on_time"].notna()]
-    first["on_time"] = first["on_time"].astype(bool)
-    for flag, name in ((True, "on_time"), (False, "late")):
-        f = first[first["on_time"] == flag]
-        g = f.groupby(_geo(f))["again"].agg(["size", "sum"])
-        per_geo[f"first_{name}"] = g["size"]
-        per_geo[f"first_{name}_again"] = g["sum"]
+    per_geo = per_geo.assign(
+        **_on_time_vs_late(rated, "score", size="reviews_{}", total="review_score_{}"),
+        **_on_time_vs_late(first, "again", size="first_{}", total="first_{}_again"),
+    )
     per_geo = _unkey(per_geo.fillna(0).rename_axis(["state", "region"]).reset_index())
     return {"agg_delivery": per_geo, "agg_delivery_stats": stats, "agg_freight_bands": bands}
+
+
+def _on_time_vs_late(frame: pd.DataFrame, value: str, *, size: str, total: str) -> dict[str, pd.Series]:
+    """Per place, the rows of `frame` and the sum of their `value`, among the orders on time
+    and among the late ones: columns `size` and `total`, formatted with "on_time" and "late"
+    (`frame["on_time"]` must have no missing values)."""
+    on_time = frame["on_time"].astype(bool)
+    out = {}
+    for flag, name in ((True, "on_time"), (False, "late")):
+        rows = frame[on_time == flag]
+        g = rows.groupby(_geo(rows))[value].agg(["size", "sum"])
+        out[size.format(name)] = g["size"]
+        out[total.format(name)] = g["sum"]
+    return out
 
 
 def _places(frame: pd.DataFrame):  # noqa: ANN202 - yields (kind, value, rows)
