@@ -8,7 +8,8 @@ metrics and the features; `save_model` adds `version`, `trained_at` and
 
 `data_fingerprint` is the cheap summary that decides whether the data changed since a
 model was trained (the refresh retrains only then); it is also written to `meta` under
-`FINGERPRINT_META_KEY`.
+`FINGERPRINT_META_KEY`. Its queries are `read_fingerprint`, which the refresh runs once
+and derives both its own summary and the models' hash from.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import datetime as dt
 import hashlib
 import io
 import json
+from dataclasses import dataclass
 from typing import Any
 
 import joblib
@@ -29,30 +31,57 @@ M = schema.models
 FINGERPRINT_META_KEY = "churn_model_fingerprint"
 
 
-def data_fingerprint(engine: Engine) -> str:
-    """A short hash of the canonical tables: row counts, order time range, revenue, purchases.
+@dataclass(frozen=True)
+class DataFingerprint:
+    """The canonical tables in a few aggregates (`read_fingerprint`): row counts, the order
+    time range, revenue, purchases, review points and delivered orders."""
 
-    Loading, deleting or changing orders (status or value) changes it; it costs a few
+    counts: dict[str, int]  # rows per canonical table
+    first_purchase: Any  # min/max of orders.purchased_at as the driver returns them
+    last_purchase: Any
+    revenue: float
+    purchases: int
+    review_points: int
+    delivered: int
+
+    @property
+    def digest(self) -> str:
+        """The short hash that models record (`data_fingerprint`)."""
+        parts = {
+            **self.counts, "first": _iso(self.first_purchase), "last": _iso(self.last_purchase),
+            "revenue": round(self.revenue, 2), "purchases": self.purchases,
+            "review_points": self.review_points, "delivered": self.delivered,
+        }
+        return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def read_fingerprint(engine: Engine) -> DataFingerprint:
+    """The aggregates behind both fingerprints (this module's hash and the refresh's summary).
+
+    Loading, deleting or changing orders (status or value) changes them; they cost a few
     aggregate queries, not a read of the data.
     """
     orders = schema.orders
-    parts: dict[str, Any] = {}
     with engine.connect() as conn:
-        for table in schema.CANONICAL_TABLES:
-            parts[table.name] = int(conn.execute(select(func.count()).select_from(table)).scalar())
-        lo, hi, revenue, purchases = conn.execute(select(
+        counts = {t.name: int(conn.execute(select(func.count()).select_from(t)).scalar())
+                  for t in schema.CANONICAL_TABLES}
+        lo, hi, revenue, purchases, delivered = conn.execute(select(
             func.min(orders.c.purchased_at), func.max(orders.c.purchased_at),
             func.sum(orders.c.items_value + orders.c.freight_value),
             func.sum(case((orders.c.status.in_(NON_PURCHASE_STATUSES), 0), else_=1)),
+            func.count(orders.c.delivered_at),
         )).one()
         reviews = conn.execute(select(func.sum(schema.reviews.c.score))).scalar()
-        delivered = conn.execute(select(func.count(orders.c.delivered_at))).scalar()
-    parts.update(
-        first=_iso(lo), last=_iso(hi), revenue=round(float(revenue or 0.0), 2),
+    return DataFingerprint(
+        counts=counts, first_purchase=lo, last_purchase=hi, revenue=float(revenue or 0.0),
         purchases=int(purchases or 0), review_points=int(reviews or 0),
         delivered=int(delivered or 0),
     )
-    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def data_fingerprint(engine: Engine) -> str:
+    """A short hash of the canonical tables (`read_fingerprint(engine).digest`)."""
+    return read_fingerprint(engine).digest
 
 
 def _iso(value: Any) -> str | None:

@@ -19,7 +19,9 @@ the scores so far (each scorer sees the columns of the ones before it) and the a
 date, and returns `customer_id` (column or index) plus any of `SCORER_COLUMNS`. Its
 optional `version` attribute goes into the model version; with a true `uses_dataset`
 attribute it is also passed ``dataset=`` (the store as read once by the refresh,
-`analytics.dataset.Dataset`) so that it need not read the store again. A scorer that raises, or
+`analytics.dataset.Dataset`) so that it need not read the store again, and with a true
+`uses_fingerprint` attribute ``fingerprint=`` (the `analytics.model_store.data_fingerprint`
+hash, from the same queries as the refresh's own summary). A scorer that raises, or
 returns other columns, is reported in `RefreshReport.scorer_errors` and skipped; the
 rest of the refresh still completes.
 """
@@ -34,13 +36,14 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine
 
 from analytics.asof import AsOf, resolve_as_of
 from analytics.clusters import ClusterResult, cluster_customers
 from analytics.dataset import Dataset, read_dataset
 from analytics.facts import build_facts
 from analytics.features import features_of
+from analytics.model_store import DataFingerprint, read_fingerprint
 from analytics.rfm import rfm_scores
 from storage import schema
 from storage.loaders.bulk import BulkWriter
@@ -98,14 +101,14 @@ class RefreshReport:
 
 def data_fingerprint(engine: Engine) -> dict[str, Any]:
     """Cheap summary of the canonical tables: row counts and the latest purchase time."""
-    with engine.connect() as conn:
-        out: dict[str, Any] = {
-            t.name: int(conn.execute(select(func.count()).select_from(t)).scalar())
-            for t in schema.CANONICAL_TABLES
-        }
-        last = conn.execute(select(func.max(schema.orders.c.purchased_at))).scalar()
-    out["last_purchased_at"] = None if last is None else pd.Timestamp(last).isoformat()
-    return out
+    return fingerprint_summary(read_fingerprint(engine))
+
+
+def fingerprint_summary(fingerprint: DataFingerprint) -> dict[str, Any]:
+    """The refresh's summary (meta "data_fingerprint") of fingerprint aggregates already read."""
+    last = fingerprint.last_purchase
+    return {**fingerprint.counts,
+            "last_purchased_at": None if last is None else pd.Timestamp(last).isoformat()}
 
 
 def refresh(
@@ -128,7 +131,9 @@ def refresh(
 
     if not isinstance(as_of, AsOf):
         as_of = resolve_as_of(engine, fixed=as_of)
-    fingerprint = data_fingerprint(engine)
+    # taken before the store is read: data loaded in between then counts as new at the
+    # next refresh (the churn model is retrained for it) instead of as already seen
+    fingerprint = read_fingerprint(engine)
     lap("as_of")
 
     data = read_dataset(engine)  # one columnar read shared by features, scorers and facts
@@ -146,8 +151,11 @@ def refresh(
     for scorer in scorers:
         name = getattr(scorer, "__name__", type(scorer).__name__)
         try:
-            # a scorer with `uses_dataset` also gets the store already read
-            extra = {"dataset": data} if getattr(scorer, "uses_dataset", False) else {}
+            extra: dict[str, Any] = {}
+            if getattr(scorer, "uses_dataset", False):
+                extra["dataset"] = data
+            if getattr(scorer, "uses_fingerprint", False):
+                extra["fingerprint"] = fingerprint.digest
             scores = _merge_scorer(scores, scorer(engine, features, scores.copy(), as_of.date, **extra))
             versions.append(str(getattr(scorer, "version", name)))
         except Exception as exc:  # noqa: BLE001 - a failing scorer must not stop the refresh
@@ -161,7 +169,7 @@ def refresh(
         segments={s: int(n) for s, n in rfm["segment"].value_counts().items()},
         k=k_fitted, knee_k=clusters.knee_k if clusters else None,
         fallbacks=tuple(rfm.attrs.get("fallbacks", ())), timings=timings,
-        fingerprint=fingerprint, scorer_errors=errors,
+        fingerprint=fingerprint_summary(fingerprint), scorer_errors=errors,
     )
     _write(engine, as_of, features, scores, model_version, clusters, report, seed, data)
     lap("write")

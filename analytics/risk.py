@@ -176,14 +176,17 @@ def combine_scores(features: pd.DataFrame, supervised: pd.Series | None,
 class RiskScorer:
     """The refresh scorer: supervised churn model, BG/NBD + Gamma-Gamma, value at risk, bands.
 
-    Call signature is the refresh's: ``scorer(engine, features, scores, as_of)``. The
-    supervised model is retrained only when the data fingerprint, the as-of date, the
-    horizon or the seed differ from the stored model card's (`retrain=True` forces it).
+    Call signature is the refresh's: ``scorer(engine, features, scores, as_of)``, plus the
+    store already read (``dataset=``) and its data fingerprint (``fingerprint=``, else
+    computed here) when the refresh has them. The supervised model is retrained only when
+    the data fingerprint, the as-of date, the horizon or the seed differ from the stored
+    model card's (`retrain=True` forces it).
     After a call, `version` names the models used and `last_run` describes what happened.
     """
 
     __name__ = "churn_risk"
     uses_dataset = True  # the refresh passes the store it has read
+    uses_fingerprint = True  # ... and the data fingerprint it has computed
 
     def __init__(self, horizon_days: int = 90, seed: int = 42, *, discount_rate: float = 0.10,
                  risk_high: float = 0.70, risk_medium: float = 0.40, retrain: bool = False):
@@ -198,9 +201,11 @@ class RiskScorer:
         self.last_run: dict[str, Any] = {}
 
     def __call__(self, engine: Engine, features: pd.DataFrame | None, scores: pd.DataFrame | None,
-                 as_of: dt.date, dataset: Dataset | None = None) -> pd.DataFrame:
+                 as_of: dt.date, dataset: Dataset | None = None,
+                 fingerprint: str | None = None) -> pd.DataFrame:
         history = read_history(engine, dataset)
-        fingerprint = data_fingerprint(engine)
+        if fingerprint is None:
+            fingerprint = data_fingerprint(engine)
         X = churn_features(history, as_of)
         model, churn_card = self._supervised(engine, history, as_of, fingerprint)
         supervised = model.predict(X) if model is not None else None

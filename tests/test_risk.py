@@ -10,13 +10,13 @@ import pandas as pd
 import pytest
 from churn_data import AS_OF, HORIZON, insert, synthetic_shop
 from conftest import new_store
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, event, text
 
 from analytics import clv as clv_module
 from analytics import risk
 from analytics.churn import read_history
 from analytics.clv import ConvergenceError
-from analytics.model_store import load_card
+from analytics.model_store import data_fingerprint, load_card, read_fingerprint
 from analytics.refresh import refresh
 from analytics.rfm import SEGMENT_NAMES
 from analytics.risk import (
@@ -163,6 +163,32 @@ def test_fallback_to_bgnbd_when_the_model_cannot_be_trained(default_store_url: s
     assert any("could not be trained" in n and "BG/NBD" in n for n in answer.notes)
     m = router(engine).handle("/model")
     assert not m.is_error and "could not be trained" in m.summary
+
+
+def test_the_refresh_reads_the_data_fingerprint_once(default_store_url: str) -> None:
+    engine = open_store(default_store_url)
+    insert(engine, synthetic_shop(customers=80, seed=5, buy_rate=1 / 200))
+    statements: list[str] = []
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def record(conn: object, cursor: object, statement: str, *rest: object) -> None:
+        statements.append(statement)
+
+    read_fingerprint(engine)
+    fingerprint_queries = set(statements)
+    statements.clear()
+    report = refresh(engine, AS_OF, scorers=risk.default_scorers(HORIZON, 42), k=2)
+    event.remove(engine, "before_cursor_execute", record)
+    assert not report.scorer_errors
+    # the refresh's summary and the churn scorer's hash come from one run of the queries
+    assert {q: statements.count(q) for q in fingerprint_queries} == dict.fromkeys(fingerprint_queries, 1)
+
+    # the fingerprint the refresh handed over is the one the scorer computes on its own
+    stored = load_card(engine, "churn")["data_fingerprint"]
+    alone = risk.RiskScorer(HORIZON, 42, retrain=True)
+    alone(engine, None, None, AS_OF)
+    assert stored == load_card(engine, "churn")["data_fingerprint"] == data_fingerprint(engine)
+    assert alone.version in report.model_version
 
 
 def test_no_model_at_all_is_said_plainly(default_store_url: str) -> None:
