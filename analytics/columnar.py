@@ -41,6 +41,7 @@ except ImportError:  # pragma: no cover - depends on the installation
 
 # Below this many rows the DB-API read is quicker than starting the helper process.
 ADBC_MIN_ROWS = 200_000
+READ_MMAP_BYTES = 1 << 30  # the helper's reads, as the store's own connections (storage/engine.py)
 _TYPES = {"str": pa.string(), "float": pa.float64(), "int": pa.int64(), "ts": pa.timestamp("us")}
 
 
@@ -95,22 +96,18 @@ def _sqlite(engine: Engine, table: str, cols: Sequence[Col], where: str, params:
     got = None
     if (_adbc is not None and path and path != ":memory:" and not path.startswith("file:")
             and _rows_about(engine, table) >= ADBC_MIN_ROWS):
-        got = _adbc_read(str(Path(path).resolve()), sql, args)
+        got = _adbc_read(str(Path(path).resolve()), sql, args, schema)
     if got is not None:
-        if got.num_rows == 0:
-            return schema.empty_table()
-        arrays = [got.column(i) for i in range(got.num_columns)]
-    else:
-        with engine.connect() as conn:
-            cur = conn.connection.driver_connection.cursor()
-            try:
-                rows = cur.execute(sql, args).fetchall()
-            finally:
-                cur.close()
-        if not rows:
-            return schema.empty_table()
-        arrays = [pa.array(list(col)) for col in zip(*rows, strict=True)]
-    return _conform(arrays, schema)
+        return got if got.num_rows else schema.empty_table()
+    with engine.connect() as conn:
+        cur = conn.connection.driver_connection.cursor()
+        try:
+            rows = cur.execute(sql, args).fetchall()
+        finally:
+            cur.close()
+    if not rows:
+        return schema.empty_table()
+    return _conform([pa.array(list(col)) for col in zip(*rows, strict=True)], schema)
 
 
 def _rows_about(engine: Engine, table: str) -> int:
@@ -132,14 +129,14 @@ def _reader_pool() -> ProcessPoolExecutor:
         return _POOL
 
 
-def _adbc_read(path: str, sql: str, args: list) -> pa.Table | None:
-    """The query's rows read by ADBC in a helper process, or None when that fails (the
-    caller then takes the DB-API path)."""
+def _adbc_read(path: str, sql: str, args: list, schema: pa.Schema) -> pa.Table | None:
+    """The query's rows read by ADBC in a helper process and conformed to `schema` there,
+    or None when that fails (the caller then takes the DB-API path)."""
     fd, out = tempfile.mkstemp(prefix="pulse-read-", suffix=".arrow")
     os.close(fd)
     try:
         try:
-            ok = _reader_pool().submit(_adbc_read_to_file, path, sql, args, out).result()
+            ok = _reader_pool().submit(_adbc_read_to_file, path, sql, args, out, schema).result()
         except (BrokenProcessPool, OSError, RuntimeError):
             global _POOL
             with _POOL_LOCK:
@@ -154,15 +151,23 @@ def _adbc_read(path: str, sql: str, args: list) -> pa.Table | None:
             os.unlink(out)
 
 
-def _adbc_read_to_file(path: str, sql: str, args: list, out: str) -> bool:
-    """(In the helper process) run `sql` with ADBC and write the result as an Arrow IPC
-    file at `out`; False when SQLite refused (e.g. "database is locked")."""
+def _adbc_read_to_file(path: str, sql: str, args: list, out: str, schema: pa.Schema) -> bool:
+    """(In the helper process) run `sql` with ADBC and write the result, conformed to
+    `schema`, as an Arrow IPC file at `out`; False when SQLite refused (e.g. "database is
+    locked"). Conforming here parses the timestamp text off the caller's process, in
+    parallel with its other reads, and the file carries 8-byte stamps instead of text."""
     try:
         with _adbc.connect(path) as con, con.cursor() as cur:
+            # pages read through a memory map instead of a copy per page (about a quarter
+            # less time on a full scan of the orders)
+            cur.execute(f"PRAGMA mmap_size={READ_MMAP_BYTES}")
+            cur.fetchall()
             cur.execute(sql, args)
             table = cur.fetch_arrow_table()
     except _adbc.Error:
         return False
+    if table.num_rows:
+        table = _conform([table.column(i) for i in range(table.num_columns)], schema)
     with pa.OSFile(out, "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
         writer.write_table(table)
     return True
