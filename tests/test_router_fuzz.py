@@ -3,13 +3,11 @@ never raises, and every answer renders into blocks Slack accepts."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sample_store import sample_store
 from slack_emulator import validate_blocks
+from sqlalchemy import Engine
 
 from bot.answers import Answer
 from bot.blocks import MAX_FALLBACK_TEXT, answer_blocks, fallback_text
@@ -25,10 +23,8 @@ FUZZ = settings(max_examples=150, deadline=None,
 
 
 @pytest.fixture(scope="module")
-def router(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Router]:
-    engine = sample_store(tmp_path_factory.mktemp("fuzz"))
-    yield Router(engine, Settings(export_allowed_users=("U0ALICE01",)))
-    engine.dispose()
+def router(sample_engine: Engine) -> Router:
+    return Router(sample_engine, Settings(export_allowed_users=("U0ALICE01",)))
 
 
 NAMES = sorted({c.name for c in COMMANDS} | {a for c in COMMANDS for a in c.aliases}
