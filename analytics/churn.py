@@ -224,6 +224,14 @@ def make_history(orders: pd.DataFrame, items: pd.DataFrame, payments: pd.DataFra
 # --------------------------------------------------------------------------- features and labels
 
 
+def distinct_ints(values: np.ndarray) -> np.ndarray:
+    """The distinct values of an integer array, sorted. Same as `np.unique(values)`, which
+    on NumPy 2.x takes a hash-table path that is about 40× slower than sorting for a
+    million mostly distinct keys."""
+    s = np.sort(values)
+    return s[np.r_[True, s[1:] != s[:-1]]] if len(s) else s
+
+
 def churn_features(history: History, cutoff: dt.date) -> pd.DataFrame:
     """One row per customer with a purchase on or before `cutoff` (index customer_id, sorted),
     columns `FEATURES`; only data known at the end of the cutoff day is used."""
@@ -279,7 +287,7 @@ def churn_features(history: History, cutoff: dt.date) -> pd.DataFrame:
         if not ok.any():
             return total(np.empty(0, dtype=np.int64))
         span = np.int64(values[ok].max()) + 1  # (customer, value) pairs as one int64 key
-        return total(np.unique(codes[ok].astype(np.int64) * span + values[ok]) // span)
+        return total(distinct_ints(codes[ok].astype(np.int64) * span + values[ok]) // span)
 
     cat = it["category"].to_numpy()
     top_category = np.full(n, None, dtype=object)
@@ -370,7 +378,7 @@ def churn_labels(history: History, cutoff: dt.date, horizon_days: int,
     buy = o["purchase"].to_numpy()
     cust = o["cust"].to_numpy()
     if customers is None:
-        customers = history.customer_ids[np.unique(cust[buy & (at < start)])]
+        customers = history.customer_ids[distinct_ints(cust[buy & (at < start)])]
     back = np.zeros(len(history.customer_ids), dtype=bool)
     back[cust[buy & (at >= start) & (at < stop)]] = True
     came_back = back[history.customer_ids.get_indexer(customers)]

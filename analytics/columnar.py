@@ -41,6 +41,7 @@ except ImportError:  # pragma: no cover - depends on the installation
 
 # Below this many rows the DB-API read is quicker than starting the helper process.
 ADBC_MIN_ROWS = 200_000
+ONE_BATCH_ROWS = 1 << 30  # the largest the driver accepts is below 2**31 - 1
 READ_MMAP_BYTES = 1 << 30  # the helper's reads, as the store's own connections (storage/engine.py)
 _TYPES = {"str": pa.string(), "float": pa.float64(), "int": pa.int64(), "ts": pa.timestamp("us")}
 
@@ -56,13 +57,15 @@ class Col:
 
 
 def read_columns(engine: Engine, table: str, cols: Sequence[Col], where: str = "",
-                 params: dict | None = None) -> pa.Table:
-    """`cols` of the rows of `table` matching the SQL condition `where` (named :params)."""
+                 params: dict | None = None, join: str = "") -> pa.Table:
+    """`cols` of the rows of `table` matching the SQL condition `where` (named :params);
+    `join` is SQL put after ``FROM "table"`` (a JOIN clause: qualify the columns then)."""
     schema = pa.schema([(c.name, _TYPES[c.kind]) for c in cols])
     params = params or {}
+    source = f'"{table}"' + (f" {join}" if join else "")
     if engine.dialect.name == "sqlite":
-        return _sqlite(engine, table, cols, where, params, schema)
-    return _postgres(engine, table, cols, where, params, schema)
+        return _sqlite(engine, table, source, cols, where, params, schema)
+    return _postgres(engine, source, cols, where, params, schema)
 
 
 def fast_sqlite_available() -> bool:
@@ -84,21 +87,24 @@ def _sqlite_value(value: object) -> object:
 _SQLITE_CAST = {"str": "TEXT", "float": "REAL", "int": "INTEGER", "ts": "TEXT"}
 
 
-def _sqlite(engine: Engine, table: str, cols: Sequence[Col], where: str, params: dict,
+def _sqlite(engine: Engine, table: str, source: str, cols: Sequence[Col], where: str, params: dict,
             schema: pa.Schema) -> pa.Table:
-    # CAST: SQLite's values are dynamically typed; one type per column for Arrow
-    select_list = ", ".join(f'CAST({c.sql} AS {_SQLITE_CAST[c.kind]}) AS "{c.name}"' for c in cols)
-    sql = f'SELECT {select_list} FROM "{table}"' + (f" WHERE {where}" if where else "")
-    names = re.findall(r"(?<!:):([A-Za-z_]\w*)", sql)
+    tail = f" FROM {source}" + (f" WHERE {where}" if where else "")
+    names = re.findall(r"(?<!:):([A-Za-z_]\w*)", tail)
     args = [_sqlite_value(params[n]) for n in names]
-    sql = re.sub(r"(?<!:):([A-Za-z_]\w*)", "?", sql)
+    tail = re.sub(r"(?<!:):([A-Za-z_]\w*)", "?", tail)
     path = engine.url.database
     got = None
     if (_adbc is not None and path and path != ":memory:" and not path.startswith("file:")
             and _rows_about(engine, table) >= ADBC_MIN_ROWS):
-        got = _adbc_read(str(Path(path).resolve()), sql, args, schema)
+        # no CASTs: ADBC types each column from all its values (one batch) and `_conform`
+        # converts; a CAST per cell cost about a third of the read
+        plain = "SELECT " + ", ".join(f'{c.sql} AS "{c.name}"' for c in cols) + tail
+        got = _adbc_read(str(Path(path).resolve()), plain, args, schema)
     if got is not None:
         return got if got.num_rows else schema.empty_table()
+    # CAST: SQLite's values are dynamically typed; one type per column for Arrow
+    sql = "SELECT " + ", ".join(f'CAST({c.sql} AS {_SQLITE_CAST[c.kind]}) AS "{c.name}"' for c in cols) + tail
     with engine.connect() as conn:
         cur = conn.connection.driver_connection.cursor()
         try:
@@ -162,12 +168,15 @@ def _adbc_read_to_file(path: str, sql: str, args: list, out: str, schema: pa.Sch
             # less time on a full scan of the orders)
             cur.execute(f"PRAGMA mmap_size={READ_MMAP_BYTES}")
             cur.fetchall()
+            # the driver infers each column's type from the first batch (an all-NULL
+            # start reads as int64 and a later text value fails): one batch of all rows
+            cur.adbc_statement.set_options(**{"adbc.sqlite.query.batch_rows": str(ONE_BATCH_ROWS)})
             cur.execute(sql, args)
             table = cur.fetch_arrow_table()
-    except _adbc.Error:
-        return False
-    if table.num_rows:
-        table = _conform([table.column(i) for i in range(table.num_columns)], schema)
+        if table.num_rows:
+            table = _conform([table.column(i) for i in range(table.num_columns)], schema)
+    except (_adbc.Error, pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return False  # refused (e.g. "database is locked") or mixed types: the DB-API path reads it
     with pa.OSFile(out, "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
         writer.write_table(table)
     return True
@@ -185,10 +194,10 @@ def _conform(arrays: list, schema: pa.Schema) -> pa.Table:
 # --- PostgreSQL ------------------------------------------------------------------------------
 
 
-def _postgres(engine: Engine, table: str, cols: Sequence[Col], where: str, params: dict,
+def _postgres(engine: Engine, source: str, cols: Sequence[Col], where: str, params: dict,
               schema: pa.Schema) -> pa.Table:
     select_list = ", ".join(f"({c.sql})::float8" if c.kind == "float" else c.sql for c in cols)
-    sql = f'SELECT {select_list} FROM "{table}"' + (f" WHERE {where}" if where else "")
+    sql = f"SELECT {select_list} FROM {source}" + (f" WHERE {where}" if where else "")
     # COPY takes no parameters: render them as literals
     rendered = re.sub(r"(?<!:):([A-Za-z_]\w*)", lambda m: _pg_literal(params[m.group(1)]), sql)
     with engine.connect() as conn:

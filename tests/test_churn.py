@@ -267,3 +267,9 @@ def test_refresh_retrains_only_when_the_data_changed(tmp_path: Path, shop_tables
     scorer.horizon_days = 60  # another horizon: retrain
     scorer(engine, None, None, AS_OF)
     assert len(calls) == 3 and load_card(engine, "churn")["horizon_days"] == 60
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 7, 5_000])
+def test_distinct_ints_equals_numpy_unique(n: int) -> None:
+    values = np.random.default_rng(n).integers(-50, 2_000, n)
+    assert np.array_equal(churn.distinct_ints(values), np.unique(values))
