@@ -40,9 +40,10 @@ import pandas as pd
 from sklearn.cluster import KMeans, MiniBatchKMeans
 from sklearn.decomposition import PCA
 from sklearn.impute import SimpleImputer
-from sklearn.metrics import davies_bouldin_score, silhouette_score
+from sklearn.metrics import davies_bouldin_score, pairwise_distances, silhouette_score
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
+from sklearn.utils import check_random_state
 from threadpoolctl import threadpool_limits
 
 K_RANGE = range(2, 11)
@@ -213,11 +214,15 @@ def _levels_1d(values: np.ndarray, seed: int) -> np.ndarray:
 
 
 def _select_k(x: np.ndarray, ks: list[int], seed: int) -> pd.DataFrame:
+    # the subsample silhouette_score(sample_size=…, random_state=seed) draws, the same for
+    # every k: its distance matrix is computed once instead of once per k (most of the time)
+    pick = check_random_state(seed).permutation(len(x))[:min(len(x), SILHOUETTE_SAMPLE)]
+    distances = pairwise_distances(x[pick])
     rows = []
     for k in ks:
         model = KMeans(n_clusters=k, random_state=seed, n_init=1).fit(x)
         labels = model.labels_
-        sil = silhouette_score(x, labels, sample_size=min(len(x), SILHOUETTE_SAMPLE), random_state=seed)
+        sil = silhouette_score(distances, labels[pick], metric="precomputed")
         rows.append((k, float(model.inertia_), float(sil), float(davies_bouldin_score(x, labels))))
     return pd.DataFrame(rows, columns=["k", "inertia", "silhouette", "davies_bouldin"])
 

@@ -280,7 +280,7 @@ def _delivery(orders: pd.DataFrame, reviews: pd.DataFrame) -> dict[str, pd.DataF
         stats[col] = stats[col].astype(object).where(stats[col].notna(), None)
 
     bands = []
-    for kind, value, rows in _places(delivered):
+    for kind, value, rows in _places(delivered[["state", "region", "freight", "on_time", "days"]]):
         b = dlv.freight_bands(rows, FREIGHT_BANDS)
         if len(b):
             bands.append(b.assign(place_kind=kind, place_value=value))

@@ -152,3 +152,20 @@ def test_exports(tmp_path: Path) -> None:
     assert {"customers", "share", "recency", "frequency", "monetary", "revenue_share",
             "top_categories", "avg_installments"} <= set(summary.columns)
     assert summary["customers"].sum() == len(f)
+
+
+@pytest.mark.parametrize("n", [300, 6_000])
+def test_select_k_silhouette_is_sklearns_subsampled_silhouette(n: int) -> None:
+    """k selection computes the silhouette from one distance matrix for every k; each value
+    equals sklearn's silhouette_score on the same subsample (sample_size, random_state)."""
+    from sklearn.cluster import KMeans
+    from sklearn.metrics import silhouette_score
+
+    rng = np.random.default_rng(3)
+    x = np.concatenate([rng.normal(c, 0.6, size=(n // 3, 3)) for c in (0.0, 4.0, 9.0)])
+    got = cl._select_k(x, [2, 3, 4], seed=11)
+    for k, sil in zip(got["k"], got["silhouette"], strict=True):
+        labels = KMeans(n_clusters=k, random_state=11, n_init=1).fit(x).labels_
+        want = silhouette_score(x, labels, sample_size=min(len(x), cl.SILHOUETTE_SAMPLE), random_state=11)
+        assert sil == pytest.approx(want, rel=1e-9, abs=1e-12)
+    assert int(got.loc[got["silhouette"].idxmax(), "k"]) == 3
