@@ -57,15 +57,13 @@ class Col:
 
 
 def read_columns(engine: Engine, table: str, cols: Sequence[Col], where: str = "",
-                 params: dict | None = None, join: str = "") -> pa.Table:
-    """`cols` of the rows of `table` matching the SQL condition `where` (named :params);
-    `join` is SQL put after ``FROM "table"`` (a JOIN clause: qualify the columns then)."""
+                 params: dict | None = None) -> pa.Table:
+    """`cols` of the rows of `table` matching the SQL condition `where` (named :params)."""
     schema = pa.schema([(c.name, _TYPES[c.kind]) for c in cols])
     params = params or {}
-    source = f'"{table}"' + (f" {join}" if join else "")
     if engine.dialect.name == "sqlite":
-        return _sqlite(engine, table, source, cols, where, params, schema)
-    return _postgres(engine, source, cols, where, params, schema)
+        return _sqlite(engine, table, cols, where, params, schema)
+    return _postgres(engine, table, cols, where, params, schema)
 
 
 def fast_sqlite_available() -> bool:
@@ -87,9 +85,9 @@ def _sqlite_value(value: object) -> object:
 _SQLITE_CAST = {"str": "TEXT", "float": "REAL", "int": "INTEGER", "ts": "TEXT"}
 
 
-def _sqlite(engine: Engine, table: str, source: str, cols: Sequence[Col], where: str, params: dict,
+def _sqlite(engine: Engine, table: str, cols: Sequence[Col], where: str, params: dict,
             schema: pa.Schema) -> pa.Table:
-    tail = f" FROM {source}" + (f" WHERE {where}" if where else "")
+    tail = f' FROM "{table}"' + (f" WHERE {where}" if where else "")
     names = re.findall(r"(?<!:):([A-Za-z_]\w*)", tail)
     args = [_sqlite_value(params[n]) for n in names]
     tail = re.sub(r"(?<!:):([A-Za-z_]\w*)", "?", tail)
@@ -194,10 +192,10 @@ def _conform(arrays: list, schema: pa.Schema) -> pa.Table:
 # --- PostgreSQL ------------------------------------------------------------------------------
 
 
-def _postgres(engine: Engine, source: str, cols: Sequence[Col], where: str, params: dict,
+def _postgres(engine: Engine, table: str, cols: Sequence[Col], where: str, params: dict,
               schema: pa.Schema) -> pa.Table:
     select_list = ", ".join(f"({c.sql})::float8" if c.kind == "float" else c.sql for c in cols)
-    sql = f"SELECT {select_list} FROM {source}" + (f" WHERE {where}" if where else "")
+    sql = f'SELECT {select_list} FROM "{table}"' + (f" WHERE {where}" if where else "")
     # COPY takes no parameters: render them as literals
     rendered = re.sub(r"(?<!:):([A-Za-z_]\w*)", lambda m: _pg_literal(params[m.group(1)]), sql)
     with engine.connect() as conn:

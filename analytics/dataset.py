@@ -83,33 +83,31 @@ class Dataset:
 def read_dataset(engine: Engine, *, full: bool = True) -> Dataset:
     """Read the store (every order, any status or date); `full` adds what the churn model
     needs beyond the features (item products and sellers)."""
-    item_cols = [Col("category", "category", "str"), Col("quantity", "quantity", "float"),
-                 Col("price", "price", "float"), Col("freight", "freight_value", "float")]
+    item_cols = [Col("order_id", "order_id", "str"), Col("category", "category", "str"),
+                 Col("quantity", "quantity", "float"), Col("price", "price", "float"),
+                 Col("freight", "freight_value", "float")]
     if full:
         item_cols += [Col("product", "product_id", "str"), Col("seller", "seller_id", "str")]
-    by_rowid = joins_by_rowid(engine)
     reads = {
         "customers": ("customers", [Col("customer_id", "customer_id", "str"),
-                                    Col("state", "state", "str"), Col("region", "region", "str")], ""),
-        "items": _order_lines("order_items", item_cols, by_rowid),
-        "payments": _order_lines("payments", [Col("method", "method", "str"),
-                                              Col("installments", "installments", "float"),
-                                              Col("value", "value", "float")], by_rowid),
-        "reviews": _order_lines("reviews", [Col("score", "score", "float"),
-                                            Col("created", "created_at", "ts")], by_rowid),
+                                    Col("state", "state", "str"), Col("region", "region", "str")]),
+        "items": ("order_items", item_cols),
+        "payments": ("payments", [Col("order_id", "order_id", "str"), Col("method", "method", "str"),
+                                  Col("installments", "installments", "float"),
+                                  Col("value", "value", "float")]),
+        "reviews": ("reviews", [Col("order_id", "order_id", "str"), Col("score", "score", "float"),
+                                Col("created", "created_at", "ts")]),
     }
-    order_cols = [
-        Col("order_id", "order_id", "str"), Col("customer_id", "customer_id", "str"),
-        Col("purchased", "purchased_at", "ts"),
-        Col("purchase", f"CASE WHEN status IN ({_NON_PURCHASE}) THEN 0 ELSE 1 END", "int"),
-        Col("items_value", "items_value", "float"), Col("freight_value", "freight_value", "float"),
-        Col("delivered", "delivered_at", "ts"), Col("estimated", "estimated_delivery_at", "ts"),
-    ] + ([Col("rowid", "rowid", "int")] if by_rowid else [])
     # the other tables are read in the background while the orders are read and sorted
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="pulse-read") as pool:
-        later = {name: pool.submit(read_columns, engine, table, cols, join=join)
-                 for name, (table, cols, join) in reads.items()}
-        orders = read_columns(engine, "orders", order_cols)
+        later = {name: pool.submit(read_columns, engine, *args) for name, args in reads.items()}
+        orders = read_columns(engine, "orders", [
+            Col("order_id", "order_id", "str"), Col("customer_id", "customer_id", "str"),
+            Col("purchased", "purchased_at", "ts"),
+            Col("purchase", f"CASE WHEN status IN ({_NON_PURCHASE}) THEN 0 ELSE 1 END", "int"),
+            Col("items_value", "items_value", "float"), Col("freight_value", "freight_value", "float"),
+            Col("delivered", "delivered_at", "ts"), Col("estimated", "estimated_delivery_at", "ts"),
+        ])
         # each table's arrays are taken out as it arrives and the table dropped (futures
         # popped), so the raw strings of only a few tables are held at once
         customers = later.pop("customers").result()
@@ -127,13 +125,14 @@ def read_dataset(engine: Engine, *, full: bool = True) -> Dataset:
             "freight_value": floats(orders, "freight_value")[rows],
             "delivered": micros(orders, "delivered")[rows], "estimated": micros(orders, "estimated")[rows],
         }
-        order_of = _OrderRows(orders, rows) if by_rowid else f["order_id"]
         del orders, cust, purchased, rows
         geo_at = codes_in(customer_ids, customers.column("customer_id"))
         f["state"] = _take_objects(customers.column("state"), geo_at)
         f["region"] = _take_objects(customers.column("region"), geo_at)
         del customers
-        items = _known(later.pop("items").result(), order_of)
+        order_id = f["order_id"]
+
+        items = _known(later.pop("items").result(), order_id)
         names, f["item_category"] = sorted_codes(items.column("category"))
         f["category_names"] = names.to_numpy(zero_copy_only=False).astype(object)
         f.update(item_ord=_ords(items), item_quantity=floats(items, "quantity"),
@@ -141,75 +140,24 @@ def read_dataset(engine: Engine, *, full: bool = True) -> Dataset:
                  item_product=_factorize(items.column("product")) if full else None,
                  item_seller=_factorize(items.column("seller")) if full else None)
         del items
-        pay = _known(later.pop("payments").result(), order_of)
+        pay = _known(later.pop("payments").result(), order_id)
         names, f["pay_method"] = sorted_codes(pay.column("method"))
         f["method_names"] = names.to_numpy(zero_copy_only=False).astype(object)
         f.update(pay_ord=_ords(pay), pay_installments=floats(pay, "installments"),
                  pay_value=floats(pay, "value"))
         del pay
-        rev = _known(later.pop("reviews").result(), order_of)
+        rev = _known(later.pop("reviews").result(), order_id)
         f.update(review_ord=_ords(rev), review_score=floats(rev, "score"),
                  review_created=micros(rev, "created"))
         del rev
     return Dataset(**f)
 
 
-def joins_by_rowid(engine: Engine) -> bool:
-    """Whether order lines are matched to their orders by rowid in the store (SQLite)."""
-    return engine.dialect.name == "sqlite"
-
-
-def _order_lines(table: str, cols: list[Col], by_rowid: bool) -> tuple[str, list[Col], str]:
-    """(table, columns, join) to read a table of order lines (items, payments, reviews).
-
-    On SQLite each row comes with its order's rowid (`orow`, from a join on the orders'
-    primary-key index, in C, in the reader's process): no order_id strings are read or
-    hashed, which was a third of a large read. Elsewhere each row carries its order_id.
-    """
-    if not by_rowid:
-        return table, [Col("order_id", "order_id", "str"), *cols], ""
-    qualified = [Col(c.name, f'"{table}".{c.sql}', c.kind) for c in cols]
-    return (table, [Col("orow", "o.rowid", "int"), *qualified],
-            f'JOIN "orders" AS o ON o.order_id = "{table}".order_id')
-
-
-class _OrderRows:
-    """Maps SQLite rowids of orders to their row in the dataset's (sorted) orders."""
-
-    def __init__(self, orders: pa.Table, rows: np.ndarray):
-        rowid = np.asarray(orders.column("rowid").to_numpy(), dtype=np.int64)[rows]
-        self._dense: np.ndarray | None = None
-        if len(rowid) and rowid.min() >= 0 and rowid.max() < 4 * len(rowid) + 1024:
-            self._dense = np.full(int(rowid.max()) + 1, -1, dtype=np.int64)
-            self._dense[rowid] = np.arange(len(rowid))
-        else:  # sparse rowids (many deletions): binary search instead of a table
-            self._order = np.argsort(rowid, kind="stable")
-            self._sorted = rowid[self._order]
-
-    def __call__(self, rowid: np.ndarray) -> np.ndarray:
-        """Row of each rowid's order, -1 for orders not read (added after the orders' read)."""
-        if self._dense is not None:
-            inside = (rowid >= 0) & (rowid < len(self._dense))
-            out = np.full(len(rowid), -1, dtype=np.int64)
-            out[inside] = self._dense[rowid[inside]]
-            return out
-        if not len(self._sorted):
-            return np.full(len(rowid), -1, dtype=np.int64)
-        at = np.minimum(np.searchsorted(self._sorted, rowid), len(self._sorted) - 1)
-        return np.where(self._sorted[at] == rowid, self._order[at], -1)
-
-
-def _known(table: pa.Table, order_of: pa.Array | _OrderRows) -> pa.Table:
-    """The rows of `table` whose order is in the store, with column `ord` = the order's row
-    (`order_of`: the dataset's order ids, or its rowid map on SQLite)."""
-    if isinstance(order_of, _OrderRows):
-        ord_ = order_of(np.asarray(table.column("orow").to_numpy(), dtype=np.int64))
-        table = table.drop_columns(["orow"])
-    else:
-        ord_ = codes_in(table.column("order_id"), order_of)
-        table = table.drop_columns(["order_id"])
+def _known(table: pa.Table, order_id: pa.Array) -> pa.Table:
+    """The rows of `table` whose order is in the store, with column `ord` = the order's row."""
+    ord_ = codes_in(table.column("order_id"), order_id)
     keep = ord_ >= 0
-    return table.append_column("ord", pa.array(ord_)).filter(pa.array(keep))
+    return table.drop_columns(["order_id"]).append_column("ord", pa.array(ord_)).filter(pa.array(keep))
 
 
 def _ords(table: pa.Table) -> np.ndarray:

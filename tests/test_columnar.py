@@ -3,15 +3,13 @@ store's own connections keep working after it (two SQLite libraries never share 
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
 import pytest
 from sqlalchemy import Engine, func, select
 
-from analytics import columnar, dataset
+from analytics import columnar
 from analytics.columnar import Col, read_columns
 from analytics.refresh import refresh
 from storage import schema
@@ -80,60 +78,6 @@ def _counting(fn, calls: list):  # noqa: ANN001, ANN202 - a pass-through spy
             calls.append(args)
         return got
     return wrapped
-
-
-def _datasets_equal(a: dataset.Dataset, b: dataset.Dataset) -> None:
-    for f in dataclasses.fields(dataset.Dataset):
-        x, y = getattr(a, f.name), getattr(b, f.name)
-        if isinstance(x, pa.Array | pa.ChunkedArray):
-            assert x.equals(y), f.name
-        elif x is None or y is None:
-            assert x is None and y is None, f.name
-        elif x.dtype == object:
-            assert list(x) == list(y), f.name
-        else:
-            assert np.array_equal(x, y, equal_nan=x.dtype.kind == "f"), f.name
-
-
-@pytest.mark.parametrize("fast", [False, True], ids=["dbapi", "adbc"])
-def test_lines_joined_by_rowid_equal_lines_joined_by_order_id(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fast: bool) -> None:
-    """Items, payments and reviews matched to their orders by rowid inside SQLite give the
-    dataset that matching by order_id strings gives: lines of unknown orders dropped, lines
-    of orders deleted from the middle of the table (gaps in the rowids) too."""
-    engine = sample_store(tmp_path)
-    with engine.begin() as conn:
-        gone = [r[0] for r in conn.execute(select(schema.orders.c.order_id).limit(40))]
-        conn.execute(schema.orders.delete().where(schema.orders.c.order_id.in_(gone)))
-        conn.execute(schema.order_items.insert(), [
-            {"order_id": "no-such-order", "item_seq": 1, "price": 9.5, "quantity": 1.0, "freight_value": 0.0}])
-        conn.execute(schema.payments.insert(), [{"order_id": "no-such-order", "seq": 1, "value": 9.5}])
-        conn.execute(schema.reviews.insert(), [{"review_id": "r-x", "order_id": "no-such-order", "score": 1}])
-    monkeypatch.setattr(columnar, "ADBC_MIN_ROWS", 0 if fast else 10**12)
-    assert dataset.joins_by_rowid(engine)
-    by_rowid = dataset.read_dataset(engine)
-    monkeypatch.setattr(dataset, "joins_by_rowid", lambda _engine: False)
-    by_id = dataset.read_dataset(engine)
-    _datasets_equal(by_rowid, by_id)
-    with engine.connect() as conn:
-        items = conn.execute(select(func.count()).select_from(
-            schema.order_items.join(schema.orders, schema.orders.c.order_id == schema.order_items.c.order_id))
-        ).scalar_one()
-    assert len(by_rowid.item_ord) == items > 10_000
-    assert not set(gone) & set(by_rowid.order_id.to_pylist())
-    engine.dispose()
-
-
-def test_order_rows_map_dense_and_sparse_rowids() -> None:
-    """The rowid → order-row map answers the same for dense rowids (a table) and sparse
-    ones (binary search), and -1 for rowids it was not given."""
-    for rowids in ([5, 3, 9, 1], [5, 3, 10**9, 1]):
-        orders = pa.table({"rowid": pa.array(rowids, pa.int64())})
-        rows = np.array([2, 0, 3, 1])  # sorted order: rowids[2], rowids[0], …
-        lookup = dataset._OrderRows(orders, rows)
-        assert (lookup._dense is None) == (max(rowids) > 100)
-        got = lookup(np.array([rowids[2], rowids[1], 7, -1, 10**10, rowids[0]], dtype=np.int64))
-        assert got.tolist() == [0, 3, -1, -1, -1, 1]
 
 
 def test_adbc_read_types_columns_from_all_rows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
