@@ -200,7 +200,7 @@ def grouped_stats(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     narrow = df[[*keys, "days", "on_time", "days_late"]]
     rows = [
         {**dict(zip(keys, key if isinstance(key, tuple) else (key,), strict=True)), **order_stats(g)}
-        for key, g in narrow.groupby(keys, dropna=False, sort=True)
+        for key, g in narrow.groupby(keys, dropna=False, sort=True, observed=True)
     ]
     out = pd.DataFrame(rows, columns=keys + STATS)
     out["orders"] = out["orders"].astype(int)
