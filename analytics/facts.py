@@ -36,6 +36,7 @@ from analytics.finance import DEFAULT_HEAVY_RATIO, TOP_SHARES, gini, top_share, 
 from analytics.kpis import NO_CATEGORY
 from analytics.payments import MISMATCH_ABS, MISMATCH_REL
 from analytics.periods import end_of_day
+from analytics.weekly import WEEKLY_FACTS, weekly_facts
 from storage import schema
 from storage.loaders.bulk import BulkWriter
 from storage.store import set_meta
@@ -72,7 +73,7 @@ def build_facts(engine: Engine, as_of: dt.date, conn: Connection | None = None, 
         frame = frames[table.name]
         counts[table.name] = writer.insert(table, frame) if len(frame) else 0
     set_meta(conn, FACTS_META, {
-        "as_of": as_of.isoformat(), "heavy_ratio": DEFAULT_HEAVY_RATIO,
+        "as_of": as_of.isoformat(), WEEKLY_FACTS: weekly_facts(dataset, as_of), "heavy_ratio": DEFAULT_HEAVY_RATIO,
         "freight_bands": FREIGHT_BANDS, "top_shares": list(TOP_SHARES),
         "built_at": dt.datetime.now().isoformat(timespec="seconds"),
         "seconds": round(time.perf_counter() - started, 3), "rows": counts,

@@ -18,15 +18,16 @@ from sqlalchemy import Engine, func, select
 from analytics.cohorts import cohort_retention
 from analytics.delivery import delivery_report
 from analytics.facts import build_facts
-from analytics.filters import facts_meta
+from analytics.filters import FACTS_META, facts_meta
 from analytics.finance import finance_report
 from analytics.kpis import overview
 from analytics.ltv import ltv_by_geography
 from analytics.payments import payments_report
 from analytics.refresh import refresh
+from analytics.weekly import weekly_kpis
 from storage import schema
 from storage.geography import ALL, Place, resolve_place
-from storage.store import open_store
+from storage.store import open_store, set_meta
 
 REPORTS: dict[str, Callable] = {
     "overview": lambda e, d, p: overview(e, d, p, min_category_orders=1),
@@ -36,6 +37,7 @@ REPORTS: dict[str, Callable] = {
     "cohorts": lambda e, d, p: cohort_retention(e, d, p, max_periods=30),
     "cohorts-week": lambda e, d, p: cohort_retention(e, d, p, period="week", max_periods=60),
     "ltv": ltv_by_geography,
+    "weekly": weekly_kpis,
 }
 
 
@@ -164,3 +166,19 @@ def test_olist_answers_the_same_from_facts(tmp_path_factory, tmp_path) -> None: 
     places = [ALL, resolve_place("RJ"), resolve_place("nordeste"), resolve_place("AC")]
     assert_facts_match(engine, AS_OF_OLIST, places)
     engine.dispose()
+
+
+def test_weekly_kpis_come_from_the_facts(default_store_url) -> None:
+    """After build_facts the weekly KPIs are read from meta "facts" (equal to the orders'
+    figures: test_reports_answer_the_same_from_facts), not recomputed from the orders."""
+    engine = open_store(default_store_url)
+    build_shop(engine)
+    add_payments_and_deliveries(engine)
+    raw = weekly_kpis(engine, AS_OF_SHOP)
+    assert raw.value("orders", "month") > 0 and raw.value("new_customers", "month") > 0
+    build_facts(engine, AS_OF_SHOP)
+    meta = facts_meta(engine, AS_OF_SHOP)
+    meta["weekly"]["all"]["month"][0] = 10**6  # poison: only a read of the facts shows it
+    with engine.begin() as conn:
+        set_meta(conn, FACTS_META, meta)
+    assert weekly_kpis(engine, AS_OF_SHOP).value("orders", "month") == 10**6
