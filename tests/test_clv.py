@@ -231,12 +231,33 @@ def test_expectation_is_finite_when_scipy_hyp2f1_hits_an_integer_case() -> None:
     assert np.isfinite(exact).all() and (exact > 0).all()
 
 
+def _bgnbd_sample(n: int, r: float, alpha: float, a: float, b: float, seed: int) -> pd.DataFrame:
+    """Customers drawn from the BG/NBD process itself (Poisson purchases at a Gamma(r, alpha)
+    rate, death after each purchase with a Beta(a, b) probability), observed for 20–40 weeks."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for _ in range(n):
+        rate, p, horizon = rng.gamma(r, 1 / alpha), rng.beta(a, b), float(rng.integers(20, 41))
+        t = last = 0.0
+        x = 0
+        while True:
+            t += rng.exponential(1 / rate)
+            if t > horizon:
+                break
+            x, last = x + 1, t
+            if rng.random() < p:
+                break
+        rows.append((x, last, horizon))
+    return pd.DataFrame(rows, columns=["frequency", "recency", "T"])
+
+
 def test_penalizer_shrinks_and_costs_likelihood() -> None:
-    rng = np.random.default_rng(7)
-    s = pd.DataFrame({"frequency": rng.poisson(2, 500)})
-    s["T"] = rng.uniform(20, 40, 500).round()
-    s["recency"] = np.where(s["frequency"] > 0, (s["T"] * rng.uniform(0, 1, 500)).round(), 0.0)
+    # data the model identifies: a sample of the BG/NBD process (a Poisson count with a
+    # uniform recency let a and b run to their bounds on SciPy 1.17)
+    s = _bgnbd_sample(2_000, r=0.5, alpha=4.0, a=0.8, b=2.5, seed=7)
     plain = BetaGeoFitter().fit(s)
+    assert plain.params_["r"] == pytest.approx(0.5, rel=0.25)  # the sample's own parameters
+    assert plain.params_["alpha"] == pytest.approx(4.0, rel=0.25)
     shrunk = BetaGeoFitter(penalizer_coef=0.01).fit(s)
     assert shrunk.log_likelihood_ < plain.log_likelihood_
     assert sum(v**2 for v in shrunk.params_.values()) < sum(v**2 for v in plain.params_.values())
