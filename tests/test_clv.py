@@ -17,6 +17,7 @@ from analytics.clv import (
     rfm_summary,
 )
 from analytics.errors import AnalyticsError
+from benchmarks.bench_bgnbd import TRUE_BGNBD, simulate
 from tests.conftest import data_path
 
 CAL_END = "1997-09-30"  # 39 weeks from 1997-01-01, as in Fader, Hardie & Lee (2005)
@@ -231,33 +232,13 @@ def test_expectation_is_finite_when_scipy_hyp2f1_hits_an_integer_case() -> None:
     assert np.isfinite(exact).all() and (exact > 0).all()
 
 
-def _bgnbd_sample(n: int, r: float, alpha: float, a: float, b: float, seed: int) -> pd.DataFrame:
-    """Customers drawn from the BG/NBD process itself (Poisson purchases at a Gamma(r, alpha)
-    rate, death after each purchase with a Beta(a, b) probability), observed for 20–40 weeks."""
-    rng = np.random.default_rng(seed)
-    rows = []
-    for _ in range(n):
-        rate, p, horizon = rng.gamma(r, 1 / alpha), rng.beta(a, b), float(rng.integers(20, 41))
-        t = last = 0.0
-        x = 0
-        while True:
-            t += rng.exponential(1 / rate)
-            if t > horizon:
-                break
-            x, last = x + 1, t
-            if rng.random() < p:
-                break
-        rows.append((x, last, horizon))
-    return pd.DataFrame(rows, columns=["frequency", "recency", "T"])
-
-
 def test_penalizer_shrinks_and_costs_likelihood() -> None:
-    # data the model identifies: a sample of the BG/NBD process (a Poisson count with a
-    # uniform recency let a and b run to their bounds on SciPy 1.17)
-    s = _bgnbd_sample(2_000, r=0.5, alpha=4.0, a=0.8, b=2.5, seed=7)
+    # data the model identifies: a sample of the BG/NBD process, the benchmark's simulator
+    # (a Poisson count with a uniform recency let a and b run to their bounds on SciPy 1.17)
+    s = simulate(2_000, seed=7, period_days=7.0, window_days=273, cohort_days=84)
     plain = BetaGeoFitter().fit(s)
-    assert plain.params_["r"] == pytest.approx(0.5, rel=0.25)  # the sample's own parameters
-    assert plain.params_["alpha"] == pytest.approx(4.0, rel=0.25)
+    assert plain.params_["r"] == pytest.approx(TRUE_BGNBD["r"], rel=0.25)  # the sample's own parameters
+    assert plain.params_["alpha"] == pytest.approx(TRUE_BGNBD["alpha"], rel=0.25)
     shrunk = BetaGeoFitter(penalizer_coef=0.01).fit(s)
     assert shrunk.log_likelihood_ < plain.log_likelihood_
     assert sum(v**2 for v in shrunk.params_.values()) < sum(v**2 for v in plain.params_.values())
