@@ -68,6 +68,9 @@ class WeeklyKpis(Result):
         return None if pd.isna(v) else float(v)
 
 
+WINDOWS = ("week", "previous_week", "month", "previous_month")  # the names of `windows`
+
+
 def windows(as_of: dt.date) -> tuple[Window, Window, Window, Window]:
     """(week, previous week, month, previous month) ending on `as_of`."""
     day = dt.timedelta(days=1)
@@ -81,8 +84,8 @@ def windows(as_of: dt.date) -> tuple[Window, Window, Window, Window]:
 def weekly_kpis(engine: Engine, as_of: dt.date, place: Place = ALL) -> WeeklyKpis:
     """KPIs of the week and the 28 days ending on `as_of`, with their changes (from the
     refresh's answer facts when they were built for `as_of`, else from the orders)."""
-    week, prev_week, month, prev_month = windows(as_of)
-    named = (("week", week), ("previous_week", prev_week), ("month", month), ("previous_month", prev_month))
+    week, prev_week, month, prev_month = spans = windows(as_of)
+    named = tuple(zip(WINDOWS, spans, strict=True))
     stored = (facts_meta(engine, as_of) or {}).get(WEEKLY_FACTS)
     if stored is not None:
         per_window = stored.get(place_key(place), {})
@@ -154,7 +157,7 @@ def weekly_facts(data: Dataset, as_of: dt.date) -> dict[str, dict[str, list]]:
               "region": pd.factorize(pd.Series(data.region, dtype=object))}
     out: dict[str, dict[str, list]] = {}
     epoch = dt.date(1970, 1, 1)
-    for name, w in zip(("week", "previous_week", "month", "previous_month"), windows(as_of), strict=True):
+    for name, w in zip(WINDOWS, windows(as_of), strict=True):
         lo, hi = (w.start - epoch).days, (w.end - epoch).days
         rows = (day >= lo) & (day <= hi)
         active = np.bincount(cust[rows], minlength=n) > 0
