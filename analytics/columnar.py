@@ -12,6 +12,13 @@ than the analysis itself. So:
 - PostgreSQL: `COPY (SELECT …) TO STDOUT (FORMAT csv)` parsed by Arrow's C++ CSV reader
   (floats as float8 text, which PostgreSQL writes with exact round trip).
 Timestamps are read as text and parsed by Arrow. Rows come in no particular order.
+
+A read can also look its key column up in the key strings of an earlier read
+(`SharedKeys`, e.g. the order_id of every order): the helper process does the lookup once
+those keys are published, so the lookups of several tables run in the helpers, in
+parallel with each other and with the caller's work, and the keys' strings are not sent
+back. `start_read` hands the query to a helper before it returns, so reads start in the
+order they are asked for.
 """
 
 from __future__ import annotations
@@ -22,10 +29,11 @@ import io
 import multiprocessing as mp
 import os
 import re
+import shutil
 import tempfile
 import threading
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,15 +42,15 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 from sqlalchemy import Engine
 
+from analytics.columnar_worker import conform, read_to_file, with_positions
+
 try:  # optional: the fast path on SQLite
-    import adbc_driver_sqlite.dbapi as _adbc
+    import adbc_driver_sqlite as _adbc
 except ImportError:  # pragma: no cover - depends on the installation
     _adbc = None
 
 # Below this many rows the DB-API read is quicker than starting the helper process.
 ADBC_MIN_ROWS = 200_000
-ONE_BATCH_ROWS = 1 << 30  # the largest the driver accepts is below 2**31 - 1
-READ_MMAP_BYTES = 1 << 30  # the helper's reads, as the store's own connections (storage/engine.py)
 _TYPES = {"str": pa.string(), "float": pa.float64(), "int": pa.int64(), "ts": pa.timestamp("us")}
 
 
@@ -57,13 +65,103 @@ class Col:
 
 
 def read_columns(engine: Engine, table: str, cols: Sequence[Col], where: str = "",
-                 params: dict | None = None) -> pa.Table:
-    """`cols` of the rows of `table` matching the SQL condition `where` (named :params)."""
+                 params: dict | None = None, keys: SharedKeys | None = None) -> pa.Table:
+    """`cols` of the rows of `table` matching the SQL condition `where` (named :params).
+    With `keys`, the column `keys.column` is replaced by `ord` (see `SharedKeys.positions`)."""
+    return start_read(engine, table, cols, where, params, keys).result()
+
+
+def start_read(engine: Engine, table: str, cols: Sequence[Col], where: str = "",
+               params: dict | None = None, keys: SharedKeys | None = None) -> Future[pa.Table]:
+    """`read_columns` in the background: the read is queued (on SQLite, handed to a helper
+    process) before this returns; the future gives its table."""
     schema = pa.schema([(c.name, _TYPES[c.kind]) for c in cols])
     params = params or {}
-    if engine.dialect.name == "sqlite":
-        return _sqlite(engine, table, cols, where, params, schema)
-    return _postgres(engine, table, cols, where, params, schema)
+    if engine.dialect.name != "sqlite":
+        return _threads().submit(_finish, lambda: _postgres(engine, table, cols, where, params, schema), keys)
+    tail = f' FROM "{table}"' + (f" WHERE {where}" if where else "")
+    names = re.findall(r"(?<!:):([A-Za-z_]\w*)", tail)
+    args = [_sqlite_value(params[n]) for n in names]
+    tail = re.sub(r"(?<!:):([A-Za-z_]\w*)", "?", tail)
+    path = engine.url.database
+
+    def slow() -> pa.Table:
+        return _sqlite_dbapi(engine, cols, tail, args, schema)
+
+    if (_adbc is not None and path and path != ":memory:" and not path.startswith("file:")
+            and _rows_about(engine, table) >= ADBC_MIN_ROWS):
+        # no CASTs: ADBC types each column from all its values (one batch) and `conform`
+        # converts; a CAST per cell cost about a third of the read
+        plain = "SELECT " + ", ".join(f'{c.sql} AS "{c.name}"' for c in cols) + tail
+        pending = _adbc_submit(str(Path(path).resolve()), plain, args, schema, keys)
+        if pending is not None:
+            def fast() -> pa.Table:
+                got = _adbc_result(*pending)
+                return got if got is not None else slow()
+
+            return _threads().submit(_finish, fast, keys)
+    return _threads().submit(_finish, slow, keys)
+
+
+def _finish(read: object, keys: SharedKeys | None) -> pa.Table:
+    table = read()  # type: ignore[operator]
+    return keys.positions(table) if keys is not None else table
+
+
+class SharedKeys:
+    """Key strings published once (e.g. the order_id of every order, as read) for later
+    reads to look their key column up in. A read given these keys returns column `ord`,
+    the position of its key in them (-1 when absent or null), in place of `column`.
+    Helper processes find the published keys in an Arrow IPC file; use as a context
+    manager so that file goes, and waiting helpers stop waiting, whatever happens."""
+
+    def __init__(self, column: str):
+        self.column = column
+        self.folder = tempfile.mkdtemp(prefix="pulse-keys-")
+        self.path = os.path.join(self.folder, "keys.arrow")
+        self.values: pa.Array | None = None
+        self._ready = threading.Event()
+
+    def publish(self, values: pa.Array | pa.ChunkedArray) -> None:
+        """Make `values` (strings, nulls allowed) the keys; readers waiting for them go on."""
+        values = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+        part = self.path + ".part"
+        with pa.OSFile(part, "wb") as sink, pa.ipc.new_file(sink, pa.schema([("k", values.type)])) as w:
+            w.write_table(pa.table({"k": values}))
+        os.replace(part, self.path)  # helpers see the whole file or none
+        self.values = values
+        self._ready.set()
+
+    def positions(self, table: pa.Table) -> pa.Table:
+        """`table` with `ord` in place of `column` (as is, when a helper did the lookup)."""
+        if "ord" in table.column_names:
+            return table
+        self._ready.wait()
+        if self.values is None:
+            raise RuntimeError("the keys were never published")
+        return with_positions(table, self.column, self.values)
+
+    def close(self) -> None:
+        self._ready.set()  # the caller's threads stop waiting (positions() then raises)
+        shutil.rmtree(self.folder, ignore_errors=True)  # helpers stop waiting when it is gone
+
+    def __enter__(self) -> SharedKeys:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+_THREAD_LOCK = threading.Lock()
+_THREADS: ThreadPoolExecutor | None = None
+
+
+def _threads() -> ThreadPoolExecutor:
+    global _THREADS
+    with _THREAD_LOCK:
+        if _THREADS is None:
+            _THREADS = ThreadPoolExecutor(max_workers=8, thread_name_prefix="pulse-read")
+        return _THREADS
 
 
 def fast_sqlite_available() -> bool:
@@ -85,22 +183,8 @@ def _sqlite_value(value: object) -> object:
 _SQLITE_CAST = {"str": "TEXT", "float": "REAL", "int": "INTEGER", "ts": "TEXT"}
 
 
-def _sqlite(engine: Engine, table: str, cols: Sequence[Col], where: str, params: dict,
-            schema: pa.Schema) -> pa.Table:
-    tail = f' FROM "{table}"' + (f" WHERE {where}" if where else "")
-    names = re.findall(r"(?<!:):([A-Za-z_]\w*)", tail)
-    args = [_sqlite_value(params[n]) for n in names]
-    tail = re.sub(r"(?<!:):([A-Za-z_]\w*)", "?", tail)
-    path = engine.url.database
-    got = None
-    if (_adbc is not None and path and path != ":memory:" and not path.startswith("file:")
-            and _rows_about(engine, table) >= ADBC_MIN_ROWS):
-        # no CASTs: ADBC types each column from all its values (one batch) and `_conform`
-        # converts; a CAST per cell cost about a third of the read
-        plain = "SELECT " + ", ".join(f'{c.sql} AS "{c.name}"' for c in cols) + tail
-        got = _adbc_read(str(Path(path).resolve()), plain, args, schema)
-    if got is not None:
-        return got if got.num_rows else schema.empty_table()
+def _sqlite_dbapi(engine: Engine, cols: Sequence[Col], tail: str, args: list,
+                  schema: pa.Schema) -> pa.Table:
     # CAST: SQLite's values are dynamically typed; one type per column for Arrow
     sql = "SELECT " + ", ".join(f'CAST({c.sql} AS {_SQLITE_CAST[c.kind]}) AS "{c.name}"' for c in cols) + tail
     with engine.connect() as conn:
@@ -111,7 +195,7 @@ def _sqlite(engine: Engine, table: str, cols: Sequence[Col], where: str, params:
             cur.close()
     if not rows:
         return schema.empty_table()
-    return _conform([pa.array(list(col)) for col in zip(*rows, strict=True)], schema)
+    return conform([pa.array(list(col)) for col in zip(*rows, strict=True)], schema)
 
 
 def _rows_about(engine: Engine, table: str) -> int:
@@ -133,60 +217,43 @@ def _reader_pool() -> ProcessPoolExecutor:
         return _POOL
 
 
-def _adbc_read(path: str, sql: str, args: list, schema: pa.Schema) -> pa.Table | None:
-    """The query's rows read by ADBC in a helper process and conformed to `schema` there,
-    or None when that fails (the caller then takes the DB-API path)."""
+def _adbc_submit(path: str, sql: str, args: list, schema: pa.Schema,
+                 keys: SharedKeys | None) -> tuple[Future, str, pa.Schema] | None:
+    """Queue the query in a helper process (None when the pool cannot take it)."""
     fd, out = tempfile.mkstemp(prefix="pulse-read-", suffix=".arrow")
     os.close(fd)
+    lookup = (keys.path, keys.column) if keys is not None else None
+    try:
+        return _reader_pool().submit(read_to_file, path, sql, args, out, schema, lookup), out, schema
+    except (BrokenProcessPool, OSError, RuntimeError):
+        _drop_pool()
+        with contextlib.suppress(OSError):
+            os.unlink(out)
+        return None
+
+
+def _adbc_result(future: Future, out: str, schema: pa.Schema) -> pa.Table | None:
+    """The helper's table, or None when it failed (the caller then takes the DB-API path)."""
     try:
         try:
-            ok = _reader_pool().submit(_adbc_read_to_file, path, sql, args, out, schema).result()
+            ok = future.result()
         except (BrokenProcessPool, OSError, RuntimeError):
-            global _POOL
-            with _POOL_LOCK:
-                _POOL = None  # a dead pool is not reused; this read takes the slow path
+            _drop_pool()  # a dead pool is not reused; this read takes the slow path
             return None
         if not ok:
             return None
         with pa.memory_map(out) as source:
-            return pa.ipc.open_file(source).read_all()
+            table = pa.ipc.open_file(source).read_all()
+        return table if table.num_rows else schema.empty_table()
     finally:
         with contextlib.suppress(OSError):
             os.unlink(out)
 
 
-def _adbc_read_to_file(path: str, sql: str, args: list, out: str, schema: pa.Schema) -> bool:
-    """(In the helper process) run `sql` with ADBC and write the result, conformed to
-    `schema`, as an Arrow IPC file at `out`; False when SQLite refused (e.g. "database is
-    locked"). Conforming here parses the timestamp text off the caller's process, in
-    parallel with its other reads, and the file carries 8-byte stamps instead of text."""
-    try:
-        with _adbc.connect(path) as con, con.cursor() as cur:
-            # pages read through a memory map instead of a copy per page (about a quarter
-            # less time on a full scan of the orders)
-            cur.execute(f"PRAGMA mmap_size={READ_MMAP_BYTES}")
-            cur.fetchall()
-            # the driver infers each column's type from the first batch (an all-NULL
-            # start reads as int64 and a later text value fails): one batch of all rows
-            cur.adbc_statement.set_options(**{"adbc.sqlite.query.batch_rows": str(ONE_BATCH_ROWS)})
-            cur.execute(sql, args)
-            table = cur.fetch_arrow_table()
-        if table.num_rows:
-            table = _conform([table.column(i) for i in range(table.num_columns)], schema)
-    except (_adbc.Error, pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        return False  # refused (e.g. "database is locked") or mixed types: the DB-API path reads it
-    with pa.OSFile(out, "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
-        writer.write_table(table)
-    return True
-
-
-def _conform(arrays: list, schema: pa.Schema) -> pa.Table:
-    out = []
-    for arr, f in zip(arrays, schema, strict=True):
-        if arr.type != f.type:
-            arr = arr.cast(pa.string()).cast(f.type) if pa.types.is_timestamp(f.type) else arr.cast(f.type)
-        out.append(arr)
-    return pa.table(out, schema=schema)
+def _drop_pool() -> None:
+    global _POOL
+    with _POOL_LOCK:
+        _POOL = None
 
 
 # --- PostgreSQL ------------------------------------------------------------------------------

@@ -17,7 +17,6 @@ Timestamps are int64 microseconds since 1970-01-01 (`NAT` where missing).
 from __future__ import annotations
 
 import datetime as dt
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,7 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from sqlalchemy import Engine
 
-from analytics.columnar import Col, read_columns
+from analytics.columnar import Col, SharedKeys, start_read
 from storage.store import NON_PURCHASE_STATUSES
 
 NAT = np.iinfo(np.int64).min
@@ -98,18 +97,22 @@ def read_dataset(engine: Engine, *, full: bool = True) -> Dataset:
         "reviews": ("reviews", [Col("order_id", "order_id", "str"), Col("score", "score", "float"),
                                 Col("created", "created_at", "ts")]),
     }
-    # the other tables are read in the background while the orders are read and sorted
-    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="pulse-read") as pool:
-        later = {name: pool.submit(read_columns, engine, *args) for name, args in reads.items()}
-        orders = read_columns(engine, "orders", [
+    with SharedKeys("order_id") as order_keys:
+        # the orders first: the other reads look their order_id up in the orders' (in the
+        # helper processes, once published) while this thread codes and sorts the orders
+        orders_read = start_read(engine, "orders", [
             Col("order_id", "order_id", "str"), Col("customer_id", "customer_id", "str"),
             Col("purchased", "purchased_at", "ts"),
             Col("purchase", f"CASE WHEN status IN ({_NON_PURCHASE}) THEN 0 ELSE 1 END", "int"),
             Col("items_value", "items_value", "float"), Col("freight_value", "freight_value", "float"),
             Col("delivered", "delivered_at", "ts"), Col("estimated", "estimated_delivery_at", "ts"),
         ])
+        later = {name: start_read(engine, table, cols, keys=None if name == "customers" else order_keys)
+                 for name, (table, cols) in reads.items()}
+        orders = orders_read.result()
+        order_keys.publish(orders.column("order_id"))
         # each table's arrays are taken out as it arrives and the table dropped (futures
-        # popped), so the raw strings of only a few tables are held at once
+        # popped), so the raw columns of only a few tables are held at once
         customers = later.pop("customers").result()
         customer_ids = _sorted_unique(pa.chunked_array(
             orders.column("customer_id").chunks + customers.column("customer_id").chunks,
@@ -125,14 +128,16 @@ def read_dataset(engine: Engine, *, full: bool = True) -> Dataset:
             "freight_value": floats(orders, "freight_value")[rows],
             "delivered": micros(orders, "delivered")[rows], "estimated": micros(orders, "estimated")[rows],
         }
-        del orders, cust, purchased, rows
+        del orders, cust, purchased
+        sorted_at = np.empty(len(rows), dtype=np.int64)  # read position -> sorted row
+        sorted_at[rows] = np.arange(len(rows))
+        del rows
         geo_at = codes_in(customer_ids, customers.column("customer_id"))
         f["state"] = _take_objects(customers.column("state"), geo_at)
         f["region"] = _take_objects(customers.column("region"), geo_at)
         del customers
-        order_id = f["order_id"]
 
-        items = _known(later.pop("items").result(), order_id)
+        items = _known(later.pop("items").result(), sorted_at)
         names, f["item_category"] = sorted_codes(items.column("category"))
         f["category_names"] = names.to_numpy(zero_copy_only=False).astype(object)
         f.update(item_ord=_ords(items), item_quantity=floats(items, "quantity"),
@@ -140,24 +145,27 @@ def read_dataset(engine: Engine, *, full: bool = True) -> Dataset:
                  item_product=_factorize(items.column("product")) if full else None,
                  item_seller=_factorize(items.column("seller")) if full else None)
         del items
-        pay = _known(later.pop("payments").result(), order_id)
+        pay = _known(later.pop("payments").result(), sorted_at)
         names, f["pay_method"] = sorted_codes(pay.column("method"))
         f["method_names"] = names.to_numpy(zero_copy_only=False).astype(object)
         f.update(pay_ord=_ords(pay), pay_installments=floats(pay, "installments"),
                  pay_value=floats(pay, "value"))
         del pay
-        rev = _known(later.pop("reviews").result(), order_id)
+        rev = _known(later.pop("reviews").result(), sorted_at)
         f.update(review_ord=_ords(rev), review_score=floats(rev, "score"),
                  review_created=micros(rev, "created"))
         del rev
     return Dataset(**f)
 
 
-def _known(table: pa.Table, order_id: pa.Array) -> pa.Table:
-    """The rows of `table` whose order is in the store, with column `ord` = the order's row."""
-    ord_ = codes_in(table.column("order_id"), order_id)
-    keep = ord_ >= 0
-    return table.drop_columns(["order_id"]).append_column("ord", pa.array(ord_)).filter(pa.array(keep))
+def _known(table: pa.Table, sorted_at: np.ndarray) -> pa.Table:
+    """The rows of `table` whose order is in the store, `ord` (the order's read position)
+    turned into the order's row in the Dataset."""
+    at = np.asarray(table.column("ord").to_numpy(zero_copy_only=False), dtype=np.int64)
+    keep = at >= 0
+    kept = table.filter(pa.array(keep)) if not keep.all() else table
+    i = kept.schema.get_field_index("ord")
+    return kept.set_column(i, "ord", pa.array(sorted_at[at[keep]]))
 
 
 def _ords(table: pa.Table) -> np.ndarray:

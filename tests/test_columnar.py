@@ -44,7 +44,7 @@ def test_adbc_read_equals_dbapi_read(tmp_path: Path, monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(columnar, "ADBC_MIN_ROWS", 10**12)
     slow = read_columns(engine, "orders", COLS, "purchased_at < :t", {"t": "2018-01-01"})
     monkeypatch.setattr(columnar, "ADBC_MIN_ROWS", 0)
-    monkeypatch.setattr(columnar, "_adbc_read", _counting(columnar._adbc_read, calls := []))
+    monkeypatch.setattr(columnar, "_adbc_result", _counting(columnar._adbc_result, calls := []))
     fast = read_columns(engine, "orders", COLS, "purchased_at < :t", {"t": "2018-01-01"})
     assert calls, "the ADBC path was not taken"
     assert fast.num_rows == slow.num_rows > 1000
@@ -55,7 +55,7 @@ def test_adbc_read_equals_dbapi_read(tmp_path: Path, monkeypatch: pytest.MonkeyP
 def test_store_stays_writable_after_fast_reads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     engine = sample_store(tmp_path)
     monkeypatch.setattr(columnar, "ADBC_MIN_ROWS", 0)
-    monkeypatch.setattr(columnar, "_adbc_read", _counting(columnar._adbc_read, calls := []))
+    monkeypatch.setattr(columnar, "_adbc_result", _counting(columnar._adbc_result, calls := []))
     with engine.connect() as conn:
         orders = conn.execute(select(func.count()).select_from(schema.orders)).scalar_one()
     for round_ in range(2):  # refresh (fast reads), then writes through the store's own pool
@@ -89,10 +89,74 @@ def test_adbc_read_types_columns_from_all_rows(tmp_path: Path, monkeypatch: pyte
     monkeypatch.setattr(columnar, "ADBC_MIN_ROWS", 10**12)
     slow = read_columns(engine, "orders", COLS)
     monkeypatch.setattr(columnar, "ADBC_MIN_ROWS", 0)
-    monkeypatch.setattr(columnar, "_adbc_read", _counting(columnar._adbc_read, calls := []))
+    monkeypatch.setattr(columnar, "_adbc_result", _counting(columnar._adbc_result, calls := []))
     fast = read_columns(engine, "orders", COLS)
     assert calls, "the ADBC read failed and the DB-API path was taken"
     assert fast.num_rows == slow.num_rows > 3000
     assert fast.column("delivered").null_count == slow.column("delivered").null_count >= 3000
     assert _sorted(fast).equals(_sorted(slow))
+    engine.dispose()
+
+
+def _dataset_arrays(engine: Engine) -> dict:
+    from analytics.dataset import read_dataset
+
+    data = read_dataset(engine, full=True)
+    return {k: (v.to_pylist() if isinstance(v, pa.Array) else v) for k, v in vars(data).items()}
+
+
+def test_dataset_joins_in_the_readers_equal_the_local_joins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The reader processes look items, payments and reviews up in the published order ids;
+    the result equals the DB-API path's local lookups, orphan rows (dropped) included."""
+    import numpy as np
+
+    _adbc_result = columnar._adbc_result
+    engine = sample_store(tmp_path)
+    with engine.begin() as conn:  # an item and a payment of an order that is not in the store
+        conn.exec_driver_sql("INSERT INTO order_items (order_id, item_seq, product_id, quantity, price, "
+                             "freight_value) VALUES ('no-such-order', 1, 'p', 1, 10.0, 1.0)")
+        conn.exec_driver_sql("INSERT INTO payments (order_id, seq, method, installments, value) "
+                             "VALUES ('no-such-order', 1, 'voucher', 1, 11.0)")
+    monkeypatch.setattr(columnar, "ADBC_MIN_ROWS", 10**12)
+    slow = _dataset_arrays(engine)
+    monkeypatch.setattr(columnar, "ADBC_MIN_ROWS", 0)
+    got: list[pa.Table] = []
+    monkeypatch.setattr(columnar, "_adbc_result", lambda *a: got.append(t := _adbc_result(*a)) or t)
+    fast = _dataset_arrays(engine)
+    # items, payments and reviews came back from the readers with `ord` in place of order_id
+    assert sum("ord" in t.column_names and "order_id" not in t.column_names for t in got if t) == 3
+    with engine.connect() as conn:
+        items = conn.exec_driver_sql("SELECT count(*) FROM order_items").scalar_one()
+    assert len(fast["item_ord"]) == items - 1 > 1000  # the orphan is dropped
+    order_id = np.asarray(fast["order_id"], dtype=object)
+    with engine.connect() as conn:  # each row sits with its own order
+        for table, value, ord_, got in (("order_items", "price", "item_ord", "item_price"),
+                                        ("payments", "value", "pay_ord", "pay_value"),
+                                        ("reviews", "score", "review_ord", "review_score")):
+            expected = conn.exec_driver_sql(f"SELECT order_id, {value} FROM {table} "
+                                            "WHERE order_id IN (SELECT order_id FROM orders)").fetchall()
+            pairs = zip(order_id[fast[ord_]], fast[got].tolist(), strict=True)
+            assert sorted(pairs) == sorted((o, float(v)) for o, v in expected), table
+    assert fast.keys() == slow.keys()
+    for name, value in slow.items():
+        if isinstance(value, np.ndarray):
+            np.testing.assert_array_equal(fast[name], value, err_msg=name)
+        else:
+            assert fast[name] == value, name
+    engine.dispose()
+
+
+def test_reads_waiting_for_keys_end_when_the_keys_are_dropped(tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """A read waiting for keys that never come (the caller failed) ends with an error
+    instead of hanging, and its reader process is free for the next read."""
+    engine = sample_store(tmp_path)
+    monkeypatch.setattr(columnar, "ADBC_MIN_ROWS", 0)
+    cols = [Col("order_id", "order_id", "str"), Col("price", "price", "float")]
+    keys = columnar.SharedKeys("order_id")
+    pending = columnar.start_read(engine, "order_items", cols, keys=keys)
+    keys.close()  # never published
+    with pytest.raises(RuntimeError, match="never published"):
+        pending.result(timeout=60)
+    assert read_columns(engine, "orders", COLS).num_rows > 1000
     engine.dispose()
