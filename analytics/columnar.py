@@ -32,7 +32,7 @@ import re
 import shutil
 import tempfile
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -42,7 +42,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 from sqlalchemy import Engine
 
-from analytics.columnar_worker import conform, read_to_file, with_positions
+from analytics.columnar_worker import as_codes, conform, read_to_file, with_positions
 
 try:  # optional: the fast path on SQLite
     import adbc_driver_sqlite as _adbc
@@ -65,20 +65,25 @@ class Col:
 
 
 def read_columns(engine: Engine, table: str, cols: Sequence[Col], where: str = "",
-                 params: dict | None = None, keys: SharedKeys | None = None) -> pa.Table:
+                 params: dict | None = None, keys: SharedKeys | None = None,
+                 codes: Sequence[str] = ()) -> pa.Table:
     """`cols` of the rows of `table` matching the SQL condition `where` (named :params).
-    With `keys`, the column `keys.column` is replaced by `ord` (see `SharedKeys.positions`)."""
-    return start_read(engine, table, cols, where, params, keys).result()
+    With `keys`, the column `keys.column` is replaced by `ord` (see `SharedKeys.positions`);
+    the string columns named in `codes` come as int64 codes of equal values (any
+    numbering, -1 for null), made where the rows are read."""
+    return start_read(engine, table, cols, where, params, keys, codes).result()
 
 
 def start_read(engine: Engine, table: str, cols: Sequence[Col], where: str = "",
-               params: dict | None = None, keys: SharedKeys | None = None) -> Future[pa.Table]:
+               params: dict | None = None, keys: SharedKeys | None = None,
+               codes: Sequence[str] = ()) -> Future[pa.Table]:
     """`read_columns` in the background: the read is queued (on SQLite, handed to a helper
     process) before this returns; the future gives its table."""
+    codes = tuple(codes)
     schema = pa.schema([(c.name, _TYPES[c.kind]) for c in cols])
     params = params or {}
     if engine.dialect.name != "sqlite":
-        return _threads().submit(_finish, lambda: _postgres(engine, table, cols, where, params, schema), keys)
+        return _threads().submit(_finish, lambda: _postgres(engine, table, cols, where, params, schema), keys, codes)
     tail = f' FROM "{table}"' + (f" WHERE {where}" if where else "")
     names = re.findall(r"(?<!:):([A-Za-z_]\w*)", tail)
     args = [_sqlite_value(params[n]) for n in names]
@@ -93,18 +98,18 @@ def start_read(engine: Engine, table: str, cols: Sequence[Col], where: str = "",
         # no CASTs: ADBC types each column from all its values (one batch) and `conform`
         # converts; a CAST per cell cost about a third of the read
         plain = "SELECT " + ", ".join(f'{c.sql} AS "{c.name}"' for c in cols) + tail
-        pending = _adbc_submit(str(Path(path).resolve()), plain, args, schema, keys)
+        pending = _adbc_submit(str(Path(path).resolve()), plain, args, schema, keys, codes)
         if pending is not None:
             def fast() -> pa.Table:
                 got = _adbc_result(*pending)
                 return got if got is not None else slow()
 
-            return _threads().submit(_finish, fast, keys)
-    return _threads().submit(_finish, slow, keys)
+            return _threads().submit(_finish, fast, keys, codes)
+    return _threads().submit(_finish, slow, keys, codes)
 
 
-def _finish(read: object, keys: SharedKeys | None) -> pa.Table:
-    table = read()  # type: ignore[operator]
+def _finish(read: Callable[[], pa.Table], keys: SharedKeys | None, codes: tuple[str, ...]) -> pa.Table:
+    table = as_codes(read(), codes)  # leaves the columns a helper coded as they are
     return keys.positions(table) if keys is not None else table
 
 
@@ -217,14 +222,14 @@ def _reader_pool() -> ProcessPoolExecutor:
         return _POOL
 
 
-def _adbc_submit(path: str, sql: str, args: list, schema: pa.Schema,
-                 keys: SharedKeys | None) -> tuple[Future, str, pa.Schema] | None:
+def _adbc_submit(path: str, sql: str, args: list, schema: pa.Schema, keys: SharedKeys | None,
+                 codes: tuple[str, ...] = ()) -> tuple[Future, str, pa.Schema] | None:
     """Queue the query in a helper process (None when the pool cannot take it)."""
     fd, out = tempfile.mkstemp(prefix="pulse-read-", suffix=".arrow")
     os.close(fd)
     lookup = (keys.path, keys.column) if keys is not None else None
     try:
-        return _reader_pool().submit(read_to_file, path, sql, args, out, schema, lookup), out, schema
+        return _reader_pool().submit(read_to_file, path, sql, args, out, schema, lookup, codes), out, schema
     except (BrokenProcessPool, OSError, RuntimeError):
         _drop_pool()
         with contextlib.suppress(OSError):

@@ -26,19 +26,21 @@ KEYS_WAIT_S = 3600.0
 
 
 def read_to_file(path: str, sql: str, args: list, out: str, schema: pa.Schema,
-                 lookup: tuple[str, str] | None = None) -> bool:
+                 lookup: tuple[str, str] | None = None, codes: tuple[str, ...] = ()) -> bool:
     """Run `sql` (`args` bound to its ?s) with ADBC and write the result, conformed to
     `schema`, as an Arrow IPC file at `out`; False when SQLite refused (e.g. "database is
     locked"). Conforming here parses the timestamp text off the caller's process, in
     parallel with its other reads, and the file carries 8-byte stamps instead of text.
     With `lookup` (keys file, column), the column is replaced by `ord`, its positions in
-    the keys, once they are published (left as is if they never come)."""
+    the keys, once they are published (left as is if they never come). The `codes`
+    columns come back as `as_codes` makes them."""
     try:
         table = _query(path, sql, args)
         if table.num_rows:
             table = conform([table.column(i) for i in range(table.num_columns)], schema)
     except (_adbc_manager.Error, pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return False  # refused (e.g. "database is locked") or mixed types: the DB-API path reads it
+    table = as_codes(table, codes)
     if lookup is not None:
         keys = _published_keys(lookup[0])
         if keys is not None:
@@ -106,6 +108,23 @@ def with_positions(table: pa.Table, column: str, keys: pa.Array) -> pa.Table:
     else:
         found = pc.index_in(table.column(i), value_set=keys).cast(pa.int64()).fill_null(-1)
     return table.remove_column(i).append_column("ord", found)
+
+
+def as_codes(table: pa.Table, names: tuple[str, ...]) -> pa.Table:
+    """`table` with each string column of `names` replaced by int64 codes of equal values
+    (any numbering; -1 for null)."""
+    for name in names:
+        i = table.schema.get_field_index(name)
+        if not pa.types.is_string(table.schema.field(i).type):
+            continue  # coded already
+        col = table.column(i)
+        if table.num_rows:
+            enc = pc.dictionary_encode(col.combine_chunks())
+            found = enc.indices.cast(pa.int64()).fill_null(-1)
+        else:
+            found = pa.array([], pa.int64())
+        table = table.set_column(i, name, found)
+    return table
 
 
 def conform(arrays: list, schema: pa.Schema) -> pa.Table:

@@ -107,7 +107,8 @@ def read_dataset(engine: Engine, *, full: bool = True) -> Dataset:
             Col("items_value", "items_value", "float"), Col("freight_value", "freight_value", "float"),
             Col("delivered", "delivered_at", "ts"), Col("estimated", "estimated_delivery_at", "ts"),
         ])
-        later = {name: start_read(engine, table, cols, keys=None if name == "customers" else order_keys)
+        later = {name: start_read(engine, table, cols, keys=None if name == "customers" else order_keys,
+                                  codes=("product", "seller") if name == "items" and full else ())
                  for name, (table, cols) in reads.items()}
         orders = orders_read.result()
         order_keys.publish(orders.column("order_id"))
@@ -142,8 +143,8 @@ def read_dataset(engine: Engine, *, full: bool = True) -> Dataset:
         f["category_names"] = names.to_numpy(zero_copy_only=False).astype(object)
         f.update(item_ord=_ords(items), item_quantity=floats(items, "quantity"),
                  item_price=floats(items, "price"), item_freight=floats(items, "freight"),
-                 item_product=_factorize(items.column("product")) if full else None,
-                 item_seller=_factorize(items.column("seller")) if full else None)
+                 item_product=_ints(items, "product") if full else None,
+                 item_seller=_ints(items, "seller") if full else None)
         del items
         pay = _known(later.pop("payments").result(), sorted_at)
         names, f["pay_method"] = sorted_codes(pay.column("method"))
@@ -168,8 +169,12 @@ def _known(table: pa.Table, sorted_at: np.ndarray) -> pa.Table:
     return kept.set_column(i, "ord", pa.array(sorted_at[at[keep]]))
 
 
+def _ints(table: pa.Table, name: str) -> np.ndarray:
+    return np.asarray(table.column(name).to_numpy(), dtype=np.int64)
+
+
 def _ords(table: pa.Table) -> np.ndarray:
-    return np.asarray(table.column("ord").to_numpy(), dtype=np.int64)
+    return _ints(table, "ord")
 
 
 def order_by_time(cust: np.ndarray, at: np.ndarray, order_id: pa.ChunkedArray | pa.Array) -> np.ndarray:
@@ -212,14 +217,6 @@ def codes_in(keys: pa.ChunkedArray | pa.Array, index: pa.ChunkedArray | pa.Array
         return np.empty(0, dtype=np.int64)
     found = pc.index_in(keys, value_set=flat(index)).fill_null(-1)
     return np.asarray(found.to_numpy(zero_copy_only=False), dtype=np.int64)
-
-
-def _factorize(values: pa.ChunkedArray) -> np.ndarray:
-    """Codes of equal values (any numbering; -1 for null)."""
-    enc = flat(pc.dictionary_encode(values)) if len(values) else None
-    if enc is None:
-        return np.empty(0, dtype=np.int64)
-    return np.asarray(enc.indices.fill_null(-1).to_numpy(zero_copy_only=False), dtype=np.int64)
 
 
 def _take_objects(col: pa.ChunkedArray, at: np.ndarray) -> np.ndarray:
