@@ -111,6 +111,7 @@ def read_dataset(engine: Engine, *, full: bool = True) -> Dataset:
                                   codes=("product", "seller") if name == "items" and full else ())
                  for name, (table, cols) in reads.items()}
         orders = orders_read.result()
+        del orders_read  # (the future would hold the table after `del orders`)
         order_keys.publish(orders.column("order_id"))
         # each table's arrays are taken out as it arrives and the table dropped (futures
         # popped), so the raw columns of only a few tables are held at once
