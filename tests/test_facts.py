@@ -182,3 +182,22 @@ def test_weekly_kpis_come_from_the_facts(default_store_url) -> None:
     with engine.begin() as conn:
         set_meta(conn, FACTS_META, meta)
     assert weekly_kpis(engine, AS_OF_SHOP).value("orders", "month") == 10**6
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_join_on_codes_is_the_inner_merge(seed: int) -> None:
+    """The facts' array-lookup join gives pandas' inner merge: the left frame's rows whose
+    code is in the right one (each right code once), in the left frame's order, with the
+    right columns and their dtypes; negative codes on either side match nothing."""
+    from analytics.facts import _join_on_codes
+
+    rng = np.random.default_rng(seed)
+    left = pd.DataFrame({"k": rng.integers(-2, 60, 500), "v": rng.random(500)})
+    codes = rng.permutation(np.arange(-3, 50))[:40]
+    right = pd.DataFrame({"k": codes, "name": [f"n{c}" for c in codes],
+                          "cat": pd.Categorical(rng.choice(["SP", "RJ", "MG"], len(codes))),
+                          "flag": rng.random(len(codes)) > 0.5})
+    got = _join_on_codes(left, right, "k", ["name", "cat", "flag"])
+    expected = left.merge(right[right["k"] >= 0], on="k")
+    assert 0 < len(got) < len(left)
+    pd.testing.assert_frame_equal(got, expected)
