@@ -192,8 +192,10 @@ def test_join_on_codes_is_the_inner_merge(seed: int) -> None:
     from analytics.facts import _join_on_codes
 
     rng = np.random.default_rng(seed)
-    left = pd.DataFrame({"k": rng.integers(-2, 60, 500), "v": rng.random(500)})
-    codes = rng.permutation(np.arange(-3, 50))[:40]
+    left = pd.DataFrame({"k": rng.integers(-3, 50, 500), "v": rng.random(500)})
+    # the largest codes and some negative ones on the right (a negative key read from
+    # the end of a lookup array would meet them)
+    codes = np.r_[49, 48, -1, -2, rng.permutation(np.arange(-3, 48))[:36]]
     right = pd.DataFrame({"k": codes, "name": [f"n{c}" for c in codes],
                           "cat": pd.Categorical(rng.choice(["SP", "RJ", "MG"], len(codes))),
                           "flag": rng.random(len(codes)) > 0.5})
