@@ -126,16 +126,33 @@ class SharedKeys:
         self.path = os.path.join(self.folder, "keys.arrow")
         self.values: pa.Array | None = None
         self._ready = threading.Event()
+        self._lock = threading.Lock()
+        self._wanted = self._written = False
 
     def publish(self, values: pa.Array | pa.ChunkedArray) -> None:
         """Make `values` (strings, nulls allowed) the keys; readers waiting for them go on."""
-        values = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+        with self._lock:
+            self.values = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+            if self._wanted:
+                self._write()
+        self._ready.set()
+
+    def wanted_by_helper(self) -> None:
+        """A helper process will look for the keys' file (written only when one does)."""
+        with self._lock:
+            self._wanted = True
+            if self.values is not None:
+                self._write()
+
+    def _write(self) -> None:
+        if self._written:
+            return
         part = self.path + ".part"
+        values = self.values
         with pa.OSFile(part, "wb") as sink, pa.ipc.new_file(sink, pa.schema([("k", values.type)])) as w:
             w.write_table(pa.table({"k": values}))
         os.replace(part, self.path)  # helpers see the whole file or none
-        self.values = values
-        self._ready.set()
+        self._written = True
 
     def positions(self, table: pa.Table) -> pa.Table:
         """`table` with `ord` in place of `column` (as is, when a helper did the lookup)."""
@@ -227,7 +244,10 @@ def _adbc_submit(path: str, sql: str, args: list, schema: pa.Schema, keys: Share
     """Queue the query in a helper process (None when the pool cannot take it)."""
     fd, out = tempfile.mkstemp(prefix="pulse-read-", suffix=".arrow")
     os.close(fd)
-    lookup = (keys.path, keys.column) if keys is not None else None
+    lookup = None
+    if keys is not None:
+        keys.wanted_by_helper()
+        lookup = (keys.path, keys.column)
     try:
         return _reader_pool().submit(read_to_file, path, sql, args, out, schema, lookup, codes), out, schema
     except (BrokenProcessPool, OSError, RuntimeError):

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 from sqlalchemy import Engine, func, select
 
@@ -159,4 +160,33 @@ def test_reads_waiting_for_keys_end_when_the_keys_are_dropped(tmp_path: Path,
     with pytest.raises(RuntimeError, match="never published"):
         pending.result(timeout=60)
     assert read_columns(engine, "orders", COLS).num_rows > 1000
+    engine.dispose()
+
+
+def test_keys_are_written_for_reader_processes_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reads that look keys up in this process (DB-API, PostgreSQL) leave no keys file to
+    write; a read in a reader process gets one, published before or after it starts."""
+    engine = sample_store(tmp_path)
+    cols = [Col("order_id", "order_id", "str"), Col("price", "price", "float")]
+    order_ids = read_columns(engine, "orders", COLS).column("order_id")
+    monkeypatch.setattr(columnar, "ADBC_MIN_ROWS", 10**12)
+    with columnar.SharedKeys("order_id") as keys:
+        pending = columnar.start_read(engine, "order_items", cols, keys=keys)
+        keys.publish(order_ids)
+        local = pending.result(timeout=60)
+        assert not Path(keys.path).exists()
+    monkeypatch.setattr(columnar, "ADBC_MIN_ROWS", 0)
+    for publish_first in (True, False):
+        with columnar.SharedKeys("order_id") as keys:
+            if publish_first:
+                keys.publish(order_ids)
+            pending = columnar.start_read(engine, "order_items", cols, keys=keys)
+            if not publish_first:
+                keys.publish(order_ids)
+            helper = pending.result(timeout=60)
+            assert Path(keys.path).exists()
+        assert not Path(keys.folder).exists()
+        assert helper.sort_by([("ord", "ascending"), ("price", "ascending")]).equals(
+            local.sort_by([("ord", "ascending"), ("price", "ascending")]))
+        assert pc.min(helper.column("ord")).as_py() >= 0
     engine.dispose()
