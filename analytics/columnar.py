@@ -242,12 +242,15 @@ def _reader_pool() -> ProcessPoolExecutor:
 def _adbc_submit(path: str, sql: str, args: list, schema: pa.Schema, keys: SharedKeys | None,
                  codes: tuple[str, ...] = ()) -> tuple[Future, str, pa.Schema] | None:
     """Queue the query in a helper process (None when the pool cannot take it)."""
-    fd, out = tempfile.mkstemp(prefix="pulse-read-", suffix=".arrow")
-    os.close(fd)
     lookup = None
     if keys is not None:
-        keys.wanted_by_helper()
+        try:
+            keys.wanted_by_helper()
+        except OSError:
+            return None  # the keys' file cannot be written: the caller reads and looks up here
         lookup = (keys.path, keys.column)
+    fd, out = tempfile.mkstemp(prefix="pulse-read-", suffix=".arrow")
+    os.close(fd)
     try:
         return _reader_pool().submit(read_to_file, path, sql, args, out, schema, lookup, codes), out, schema
     except (BrokenProcessPool, OSError, RuntimeError):

@@ -165,7 +165,8 @@ def test_reads_waiting_for_keys_end_when_the_keys_are_dropped(tmp_path: Path,
 
 def test_keys_are_written_for_reader_processes_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Reads that look keys up in this process (DB-API, PostgreSQL) leave no keys file to
-    write; a read in a reader process gets one, published before or after it starts."""
+    write; a read in a reader process gets one, published before or after it starts; when
+    the file cannot be written the read looks its keys up in this process."""
     engine = sample_store(tmp_path)
     cols = [Col("order_id", "order_id", "str"), Col("price", "price", "float")]
     order_ids = read_columns(engine, "orders", COLS).column("order_id")
@@ -189,4 +190,10 @@ def test_keys_are_written_for_reader_processes_only(tmp_path: Path, monkeypatch:
         assert helper.sort_by([("ord", "ascending"), ("price", "ascending")]).equals(
             local.sort_by([("ord", "ascending"), ("price", "ascending")]))
         assert pc.min(helper.column("ord")).as_py() >= 0
+    with columnar.SharedKeys("order_id") as keys:  # a keys' file that cannot be written
+        keys.publish(order_ids)
+        Path(keys.folder).rmdir()
+        here = columnar.start_read(engine, "order_items", cols, keys=keys).result(timeout=60)
+    assert here.sort_by([("ord", "ascending"), ("price", "ascending")]).equals(
+        local.sort_by([("ord", "ascending"), ("price", "ascending")]))
     engine.dispose()
