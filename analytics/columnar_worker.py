@@ -103,11 +103,14 @@ def with_positions(table: pa.Table, column: str, keys: pa.Array) -> pa.Table:
     """`table` with column `ord` (int64: position of the value in `keys`, -1 when absent
     or null) in place of `column`."""
     i = table.schema.get_field_index(column)
-    if table.num_rows == 0:
-        found = pa.array([], pa.int64())
-    else:
-        found = pc.index_in(table.column(i), value_set=keys).cast(pa.int64()).fill_null(-1)
-    return table.remove_column(i).append_column("ord", found)
+    return table.remove_column(i).append_column("ord", positions_in(table.column(i), keys))
+
+
+def positions_in(values: pa.Array | pa.ChunkedArray, keys: pa.Array) -> pa.Array | pa.ChunkedArray:
+    """Position of each value in `keys` (int64, -1 when absent or null), by Arrow's hash lookup."""
+    if len(values) == 0:
+        return pa.array([], pa.int64())
+    return pc.index_in(values, value_set=keys).cast(pa.int64()).fill_null(-1)
 
 
 def as_codes(table: pa.Table, names: tuple[str, ...]) -> pa.Table:

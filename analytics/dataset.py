@@ -26,6 +26,7 @@ import pyarrow.compute as pc
 from sqlalchemy import Engine
 
 from analytics.columnar import Col, SharedKeys, start_read
+from analytics.columnar_worker import positions_in
 from storage.store import NON_PURCHASE_STATUSES
 
 NAT = np.iinfo(np.int64).min
@@ -214,9 +215,7 @@ def sorted_codes(values: pa.ChunkedArray | pa.Array) -> tuple[pa.Array, np.ndarr
 
 def codes_in(keys: pa.ChunkedArray | pa.Array, index: pa.ChunkedArray | pa.Array) -> np.ndarray:
     """Position of each key in `index` (-1 when absent or null), by Arrow's hash lookup."""
-    if len(keys) == 0:
-        return np.empty(0, dtype=np.int64)
-    found = pc.index_in(keys, value_set=flat(index)).fill_null(-1)
+    found = positions_in(keys, flat(index))
     return np.asarray(found.to_numpy(zero_copy_only=False), dtype=np.int64)
 
 
