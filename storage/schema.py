@@ -23,6 +23,9 @@ from sqlalchemy import (
 metadata = MetaData()
 
 # --- canonical model -------------------------------------------------------------
+# `load_run` on every canonical table: the load_runs.id of the load that last wrote the
+# row (NULL when written some other way). The refresh reads only the rows of loads after
+# its snapshot's (analytics/snapshot.py).
 
 customers = Table(
     "customers",
@@ -35,8 +38,10 @@ customers = Table(
     Column("zip_prefix", String(16)),
     Column("first_seen", DateTime),
     Column("source", String(32), nullable=False),
+    Column("load_run", Integer),
     Index("ix_customers_state", "state"),
     Index("ix_customers_region", "region"),
+    Index("ix_customers_load_run", "load_run"),
 )
 
 orders = Table(
@@ -57,8 +62,10 @@ orders = Table(
     Column("n_items", Integer, nullable=False, default=0),
     Column("source_customer_ref", String(64)),  # Olist's per-order customer_id
     Column("source", String(32), nullable=False),
+    Column("load_run", Integer),
     Index("ix_orders_customer", "customer_id", "purchased_at"),
     Index("ix_orders_purchased", "purchased_at"),
+    Index("ix_orders_load_run", "load_run"),
 )
 
 order_items = Table(
@@ -72,6 +79,8 @@ order_items = Table(
     Column("quantity", Float, nullable=False, default=1.0),
     Column("price", Float, nullable=False),  # line value (unit price x quantity)
     Column("freight_value", Float, nullable=False, default=0.0),
+    Column("load_run", Integer),
+    Index("ix_order_items_load_run", "load_run"),
 )
 
 payments = Table(
@@ -82,6 +91,8 @@ payments = Table(
     Column("method", String(32)),
     Column("installments", Integer),
     Column("value", Float, nullable=False),
+    Column("load_run", Integer),
+    Index("ix_payments_load_run", "load_run"),
 )
 
 reviews = Table(
@@ -91,7 +102,9 @@ reviews = Table(
     Column("order_id", String(64), primary_key=True),
     Column("score", Integer, nullable=False),
     Column("created_at", DateTime),
+    Column("load_run", Integer),
     Index("ix_reviews_order", "order_id"),
+    Index("ix_reviews_load_run", "load_run"),
 )
 
 # --- loading ---------------------------------------------------------------------

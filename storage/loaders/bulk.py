@@ -72,11 +72,17 @@ def _sorted(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     return frame.iloc[order]
 
 
-class BulkWriter:
-    """Writes DataFrames to tables of the store on one open Connection (one transaction)."""
+STAMP_COLUMN = "load_run"
 
-    def __init__(self, conn: Connection):
+
+class BulkWriter:
+    """Writes DataFrames to tables of the store on one open Connection (one transaction).
+    With `stamp` (a load run's id), every row written to a table that has a `load_run`
+    column gets it."""
+
+    def __init__(self, conn: Connection, stamp: int | None = None):
         self.conn = conn
+        self.stamp = stamp
         self.dialect = conn.dialect.name
         self._staged: set[str] = set()
         self._worker: ThreadPoolExecutor | None = None
@@ -117,6 +123,7 @@ class BulkWriter:
         """
         if frame.empty:
             return 0
+        frame = self._stamped(table, frame)
         cols = list(frame.columns)
         pk = [c.name for c in table.primary_key.columns]
         updates = []
@@ -147,6 +154,7 @@ class BulkWriter:
         """Plain insert (no key conflicts expected); returns the rows written."""
         if frame.empty:
             return 0
+        frame = self._stamped(table, frame)
         cols = list(frame.columns)
         if self.dialect == "sqlite":
             sql = f"INSERT INTO {_q(table.name)} ({', '.join(map(_q, cols))}) VALUES ({', '.join('?' * len(cols))})"
@@ -155,6 +163,11 @@ class BulkWriter:
         else:
             self._copy(table.name, cols, table, frame)
         return len(frame)
+
+    def _stamped(self, table: Table, frame: pd.DataFrame) -> pd.DataFrame:
+        if self.stamp is None or STAMP_COLUMN not in table.c or STAMP_COLUMN in frame.columns:
+            return frame
+        return frame.assign(**{STAMP_COLUMN: self.stamp})
 
     # --- SQLite ------------------------------------------------------------------------
 

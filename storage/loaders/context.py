@@ -45,7 +45,7 @@ class LoadContext:
     _done: int = 0
 
     def __post_init__(self) -> None:
-        self.writer = BulkWriter(self.conn)
+        self.writer = BulkWriter(self.conn, stamp=self.run_id)
 
     # --- writing -----------------------------------------------------------------------
 
