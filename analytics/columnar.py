@@ -69,8 +69,8 @@ def read_columns(engine: Engine, table: str, cols: Sequence[Col], where: str = "
                  codes: Sequence[str] = ()) -> pa.Table:
     """`cols` of the rows of `table` matching the SQL condition `where` (named :params).
     With `keys`, the column `keys.column` is replaced by `ord` (see `SharedKeys.positions`);
-    the string columns named in `codes` come as int64 codes of equal values (any
-    numbering, -1 for null), made where the rows are read."""
+    the string columns named in `codes` come dictionary-encoded (see `as_codes`), made
+    where the rows are read."""
     return start_read(engine, table, cols, where, params, keys, codes).result()
 
 

@@ -114,19 +114,14 @@ def positions_in(values: pa.Array | pa.ChunkedArray, keys: pa.Array) -> pa.Array
 
 
 def as_codes(table: pa.Table, names: tuple[str, ...]) -> pa.Table:
-    """`table` with each string column of `names` replaced by int64 codes of equal values
-    (any numbering; -1 for null)."""
+    """`table` with each string column of `names` dictionary-encoded (one dictionary of its
+    distinct values, any order; nulls stay null)."""
     for name in names:
         i = table.schema.get_field_index(name)
         if not pa.types.is_string(table.schema.field(i).type):
             continue  # coded already
-        col = table.column(i)
-        if table.num_rows:
-            enc = pc.dictionary_encode(col.combine_chunks())
-            found = enc.indices.cast(pa.int64()).fill_null(-1)
-        else:
-            found = pa.array([], pa.int64())
-        table = table.set_column(i, name, found)
+        col = table.column(i).combine_chunks() if table.num_rows else pa.array([], pa.string())
+        table = table.set_column(i, name, pc.dictionary_encode(col))
     return table
 
 

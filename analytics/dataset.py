@@ -9,8 +9,12 @@ costs a fraction of a DB-API fetch and of grouping by id strings:
 - orders sorted by customer code, purchase time and order_id (the first order of a
   customer is their earliest purchase, ties broken by the smallest order_id);
 - items, payments and reviews carry `ord`, the row of their order (rows whose order is not
-  in the store are dropped); their categorical columns are codes into sorted name arrays
-  (-1 for missing).
+  in the store are dropped); their categorical columns are codes into name arrays (-1 for
+  missing; categories and payment methods sorted, products and sellers in any order).
+`read_dataset(engine, since=run)` reads only what loads after load run `run` wrote: the
+orders they touched (an order, or a line, payment or review of it) with all their lines,
+payments and reviews, and the customers they wrote (`analytics.snapshot` merges that into
+the dataset it kept).
 Timestamps are int64 microseconds since 1970-01-01 (`NAT` where missing).
 """
 
@@ -66,6 +70,9 @@ class Dataset:
     review_ord: np.ndarray
     review_score: np.ndarray  # float
     review_created: np.ndarray  # int64 µs or NAT
+    listed: np.ndarray | None = None  # per customer code: in the customers table
+    product_names: np.ndarray | None = None  # for item_product (full reads only)
+    seller_names: np.ndarray | None = None
 
     @property
     def n_customers(self) -> int:
@@ -80,9 +87,27 @@ class Dataset:
         return self.purchase & (self.purchased < to_micros(end_of_day_dt(as_of)))
 
 
-def read_dataset(engine: Engine, *, full: bool = True) -> Dataset:
+def changed_since(run: int) -> tuple[str, str]:
+    """SQL conditions (param :since = `run`) for the rows loads after `run` wrote (or that
+    no load stamped), and for the order_id of the orders they touched."""
+    fresh = "(load_run IS NULL OR load_run > :since)"
+    touched = " UNION ".join(f"SELECT order_id FROM {t} WHERE {fresh}"
+                             for t in ("orders", "order_items", "payments", "reviews"))
+    return fresh, f"order_id IN ({touched})"
+
+
+def read_dataset(engine: Engine, *, full: bool = True, since: int | None = None) -> Dataset:
     """Read the store (every order, any status or date); `full` adds what the churn model
-    needs beyond the features (item products and sellers)."""
+    needs beyond the features (item products and sellers). With `since` (a load run id),
+    only what later loads touched (see the module docstring)."""
+    if since is None:
+        where: dict[str, str] = {}
+        params: dict[str, int] = {}
+    else:
+        fresh, touched = changed_since(since)
+        where = {"customers": fresh, "orders": touched, "items": touched, "payments": touched,
+                 "reviews": touched}
+        params = {"since": int(since)}
     item_cols = [Col("order_id", "order_id", "str"), Col("category", "category", "str"),
                  Col("quantity", "quantity", "float"), Col("price", "price", "float"),
                  Col("freight", "freight_value", "float")]
@@ -107,8 +132,9 @@ def read_dataset(engine: Engine, *, full: bool = True) -> Dataset:
             Col("purchase", f"CASE WHEN status IN ({_NON_PURCHASE}) THEN 0 ELSE 1 END", "int"),
             Col("items_value", "items_value", "float"), Col("freight_value", "freight_value", "float"),
             Col("delivered", "delivered_at", "ts"), Col("estimated", "estimated_delivery_at", "ts"),
-        ])
-        later = {name: start_read(engine, table, cols, keys=None if name == "customers" else order_keys,
+        ], where.get("orders", ""), params)
+        later = {name: start_read(engine, table, cols, where.get(name, ""), params,
+                                  keys=None if name == "customers" else order_keys,
                                   codes=("product", "seller") if name == "items" and full else ())
                  for name, (table, cols) in reads.items()}
         orders = orders_read.result()
@@ -136,6 +162,7 @@ def read_dataset(engine: Engine, *, full: bool = True) -> Dataset:
         sorted_at[rows] = np.arange(len(rows))
         del rows
         geo_at = codes_in(customer_ids, customers.column("customer_id"))
+        f["listed"] = geo_at >= 0
         f["state"] = _take_objects(customers.column("state"), geo_at)
         f["region"] = _take_objects(customers.column("region"), geo_at)
         del customers
@@ -144,9 +171,12 @@ def read_dataset(engine: Engine, *, full: bool = True) -> Dataset:
         names, f["item_category"] = sorted_codes(items.column("category"))
         f["category_names"] = names.to_numpy(zero_copy_only=False).astype(object)
         f.update(item_ord=_ords(items), item_quantity=floats(items, "quantity"),
-                 item_price=floats(items, "price"), item_freight=floats(items, "freight"),
-                 item_product=_ints(items, "product") if full else None,
-                 item_seller=_ints(items, "seller") if full else None)
+                 item_price=floats(items, "price"), item_freight=floats(items, "freight"))
+        if full:
+            f["item_product"], f["product_names"] = _dictionary_codes(items.column("product"))
+            f["item_seller"], f["seller_names"] = _dictionary_codes(items.column("seller"))
+        else:
+            f["item_product"] = f["item_seller"] = None
         del items
         pay = _known(later.pop("payments").result(), sorted_at)
         names, f["pay_method"] = sorted_codes(pay.column("method"))
@@ -169,6 +199,16 @@ def _known(table: pa.Table, sorted_at: np.ndarray) -> pa.Table:
     kept = table.filter(pa.array(keep)) if not keep.all() else table
     i = kept.schema.get_field_index("ord")
     return kept.set_column(i, "ord", pa.array(sorted_at[at[keep]]))
+
+
+def _dictionary_codes(col: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+    """(codes, -1 for null; names) of a dictionary-encoded column (see `as_codes`)."""
+    col = col.unify_dictionaries() if col.num_chunks > 1 else col
+    if col.num_chunks == 0:
+        return np.empty(0, dtype=np.int64), np.empty(0, dtype=object)
+    codes = pa.chunked_array([c.indices for c in col.chunks]).cast(pa.int64()).fill_null(-1)
+    names = col.chunk(0).dictionary.to_numpy(zero_copy_only=False).astype(object)
+    return np.asarray(codes.to_numpy(), dtype=np.int64), names
 
 
 def _ints(table: pa.Table, name: str) -> np.ndarray:
