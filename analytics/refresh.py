@@ -40,11 +40,12 @@ from sqlalchemy import Engine
 
 from analytics.asof import AsOf, resolve_as_of
 from analytics.clusters import ClusterResult, cluster_customers
-from analytics.dataset import Dataset, read_dataset
+from analytics.dataset import Dataset
 from analytics.facts import build_facts
 from analytics.features import features_of
 from analytics.model_store import DataFingerprint, read_fingerprint
 from analytics.rfm import rfm_scores
+from analytics.snapshot import read_with_snapshot
 from storage import schema
 from storage.loaders.bulk import BulkWriter
 from storage.store import set_meta
@@ -71,6 +72,7 @@ class RefreshReport:
     timings: dict[str, float]  # stage -> seconds
     fingerprint: dict[str, Any]
     scorer_errors: dict[str, str] = field(default_factory=dict)
+    read: dict[str, Any] = field(default_factory=dict)  # analytics.snapshot.ReadReport
 
     @property
     def empty(self) -> bool:
@@ -95,7 +97,7 @@ class RefreshReport:
             "model_version": self.model_version, "segments": self.segments, "k": self.k,
             "knee_k": self.knee_k, "fallbacks": list(self.fallbacks),
             "timings": {k: round(v, 4) for k, v in self.timings.items()},
-            "fingerprint": self.fingerprint, "scorer_errors": self.scorer_errors,
+            "fingerprint": self.fingerprint, "scorer_errors": self.scorer_errors, "read": self.read,
         }
 
 
@@ -118,8 +120,12 @@ def refresh(
     scorers: Sequence[Scorer] = (),
     *,
     k: int | None = None,
+    full_read: bool = False,
 ) -> RefreshReport:
-    """Rebuild features and scores as of `as_of` (None: auto; a date: fixed) and store them."""
+    """Rebuild features and scores as of `as_of` (None: auto; a date: fixed) and store them.
+
+    The store is read incrementally when a snapshot of the last read is kept
+    (`analytics.snapshot`); `full_read` reads all of it."""
     timings: dict[str, float] = {}
     clock = time.perf_counter()
 
@@ -136,7 +142,8 @@ def refresh(
     fingerprint = read_fingerprint(engine)
     lap("as_of")
 
-    data = read_dataset(engine)  # one columnar read shared by features, scorers and facts
+    # one columnar read shared by features, scorers and facts
+    data, read = read_with_snapshot(engine, fingerprint, full=full_read)
     lap("read")
     features = features_of(data, as_of.date)
     lap("features")
@@ -169,7 +176,7 @@ def refresh(
         segments={s: int(n) for s, n in rfm["segment"].value_counts().items()},
         k=k_fitted, knee_k=clusters.knee_k if clusters else None,
         fallbacks=tuple(rfm.attrs.get("fallbacks", ())), timings=timings,
-        fingerprint=fingerprint_summary(fingerprint), scorer_errors=errors,
+        fingerprint=fingerprint_summary(fingerprint), scorer_errors=errors, read=read.to_dict(),
     )
     _write(engine, as_of, features, scores, model_version, clusters, report, seed, data)
     lap("write")

@@ -187,21 +187,25 @@ def ctx_invoke_load(ctx: Context, path: str, fmt: str) -> None:
               show_default=True,
               help="Pre-render answers after the refresh: every command's default and example "
                    "forms, those plus every region and state (all), or none.")
+@click.option("--full", is_flag=True,
+              help="Read the whole store instead of only what loads changed since the last refresh.")
 @pass_ctx
-def refresh(ctx: Context, warm: str) -> None:
+def refresh(ctx: Context, warm: str, full: bool) -> None:
     """Recompute customer features, RFM segments, clusters and scores, and today's snapshot;
     then pre-render the commands' answers (charts included) for the bot to serve."""
-    _run_refresh(ctx, warm)
+    _run_refresh(ctx, warm, full=full)
 
 
-def _run_refresh(ctx: Context, warm: str = "defaults") -> None:
+def _run_refresh(ctx: Context, warm: str = "defaults", *, full: bool = False) -> None:
     from analytics.refresh import refresh as run_refresh
     from bot.scheduler import default_scorers
 
     report = run_refresh(ctx.engine, as_of=ctx.settings.as_of_date(), seed=ctx.settings.seed,
-                         scorers=default_scorers(ctx.settings))
+                         scorers=default_scorers(ctx.settings), full_read=full)
     click.echo(report.message)
     click.echo(f"  as of {report.as_of.date}: {report.as_of.reason}")
+    if report.read:
+        click.echo(f"  read: {report.read['mode']} ({report.read['reason']})")
     stages = ", ".join(f"{k} {v:.1f} s" for k, v in report.timings.items())
     click.echo(f"  stages: {stages}")
     for name, err in report.scorer_errors.items():

@@ -271,6 +271,21 @@ def sample_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
     engine.dispose()
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _snapshots_in_the_run_folder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """With PostgreSQL in the run, refresh snapshots (analytics/snapshot.py) go to the run's
+    temporary folder instead of the user's cache folder (SQLite files keep theirs beside
+    them either way; the names tell every store apart)."""
+    if not POSTGRES_URL or os.environ.get("PULSE_SNAPSHOT_DIR") is not None:
+        yield
+        return
+    os.environ["PULSE_SNAPSHOT_DIR"] = str(tmp_path_factory.mktemp("snapshots"))
+    try:
+        yield
+    finally:
+        os.environ.pop("PULSE_SNAPSHOT_DIR", None)
+
+
 @pytest.fixture(autouse=True)
 def _close_test_databases() -> Iterator[None]:
     """On PostgreSQL, end the idle sessions left open on the databases a test made (they are

@@ -136,6 +136,7 @@ def test_refresh_pre_renders_answers_and_ask_serves_them(tmp_path: Path) -> None
     result = _invoke(url, "refresh", "--warm", "defaults")
     assert result.exit_code == 0, result.output
     assert re.search(r"answers pre-rendered: \d+ new", result.output), result.output
+    assert "read: full (no snapshot yet)" in result.output
     engine = open_store(url)
     try:
         with engine.connect() as conn:
@@ -157,3 +158,7 @@ def test_refresh_pre_renders_answers_and_ask_serves_them(tmp_path: Path) -> None
         engine.dispose()
     bad = CliRunner().invoke(cli, ["--db", url, "refresh", "--warm", "some"])
     assert bad.exit_code != 0 and "some" in bad.output
+    again = _invoke(url, "refresh", "--warm", "none")  # nothing loaded since: nothing read
+    assert "read: incremental (0 orders touched by loads after run" in again.output, again.output
+    whole = _invoke(url, "refresh", "--warm", "none", "--full")
+    assert "read: full (a full read was asked for)" in whole.output, whole.output

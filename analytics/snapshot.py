@@ -1,0 +1,374 @@
+"""Incremental reads: the refresh's dataset kept on disk, brought up to date with what
+later loads wrote.
+
+Every load stamps the rows it writes with its run id (`load_run`, see `storage.schema`).
+After a refresh has read the store, `read_with_snapshot` keeps the dataset in a folder
+(Arrow IPC files) with the *watermark*: the newest load run whose rows it holds for
+sure. The next refresh reads only the orders that later loads touched (an order, or a
+line, payment or review of it) with all their lines, payments and reviews, and the
+customers they wrote, then swaps those orders in (`merge`): at 10M orders a day's load
+costs a read of that day, not of the whole store.
+
+Safe by construction:
+- the watermark is taken before the read and stops below the oldest load still running
+  (a load marks its run "ok" in its own transaction, so an "ok" run's rows are all
+  visible), so rows committed during or after a read are read again next time;
+- rows no load stamped (written some other way) are always read again;
+- the merged dataset is checked against the store's own aggregates (row counts, purchases,
+  deliveries, revenue: `analytics.model_store.read_fingerprint`); on any mismatch (e.g.
+  rows deleted by hand), a missing, unreadable or foreign snapshot, the whole store is
+  read as before and the snapshot rewritten.
+
+Where it lives: beside a SQLite file, else (PostgreSQL) under the user's cache folder,
+or in `PULSE_SNAPSHOT_DIR` when set ("off" disables it); its name carries the store's id
+(meta "store_id") and, away from a SQLite file, a hash of the store's address, so two
+stores never share one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from sqlalchemy import Engine, func, select
+
+from analytics.dataset import NAT, Dataset, codes_in, flat, order_by_time, read_dataset
+from analytics.model_store import DataFingerprint
+from storage import schema
+from storage.store import get_meta, set_meta
+
+log = logging.getLogger(__name__)
+
+FORMAT = 1  # bump when the files' layout or the Dataset's meaning changes
+SNAPSHOT_ENV = "PULSE_SNAPSHOT_DIR"
+
+# Dataset fields kept per file: each file is one Arrow table of equal-length columns.
+_FILES = {
+    "customers": ("customer_ids", "state", "region", "listed"),
+    "orders": ("order_id", "cust", "purchased", "purchase", "items_value", "freight_value",
+               "delivered", "estimated"),
+    "items": ("item_ord", "item_category", "item_quantity", "item_price", "item_freight",
+              "item_product", "item_seller"),
+    "payments": ("pay_ord", "pay_method", "pay_installments", "pay_value"),
+    "reviews": ("review_ord", "review_score", "review_created"),
+    "category_names": ("category_names",),
+    "method_names": ("method_names",),
+    "product_names": ("product_names",),
+    "seller_names": ("seller_names",),
+}
+_STRINGS = {"customer_ids", "order_id", "state", "region", "category_names", "method_names",
+            "product_names", "seller_names"}
+
+
+@dataclass(frozen=True)
+class ReadReport:
+    """How the refresh's dataset was read."""
+
+    mode: str  # "incremental" or "full"
+    reason: str  # for people: what was read, or why the whole store
+    orders_read: int  # order rows read from the store
+    watermark: int  # the snapshot now holds every load up to this run
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"mode": self.mode, "reason": self.reason, "orders_read": self.orders_read,
+                "watermark": self.watermark}
+
+
+def read_with_snapshot(engine: Engine, fingerprint: DataFingerprint | None = None, *,
+                       full: bool = False) -> tuple[Dataset, ReadReport]:
+    """The store's dataset (as `read_dataset`), read incrementally when a snapshot is kept
+    (`full`: read the whole store and rewrite the snapshot).
+
+    `fingerprint` (read just before) is what the merged dataset is checked against;
+    without it, only the order and customer counts are."""
+    folder = snapshot_folder(engine)
+    if folder is None:
+        data = read_dataset(engine)
+        return data, ReadReport("full", "no snapshot kept", len(data.cust), 0)
+    watermark = current_watermark(engine)  # before any read: later loads count as new
+    kept, why = (None, "a full read was asked for") if full else load_snapshot(folder)
+    data: Dataset | None = None
+    if kept is not None and kept[1] > watermark:
+        why = "the snapshot is newer than the store's loads"
+    elif kept is not None:
+        delta = read_dataset(engine, since=kept[1])
+        data = merge(kept[0], delta)
+        mismatch = check(data, fingerprint if fingerprint is not None else _counts(engine))
+        if mismatch is None:
+            report = ReadReport("incremental", f"{len(delta.cust):,} orders touched by loads after "
+                                f"run {kept[1]}", len(delta.cust), watermark)
+            if len(delta.cust) or len(delta.customer_ids) or kept[1] != watermark:
+                save_snapshot(engine, folder, data, watermark)
+            return data, report
+        data, why = None, f"the snapshot does not match the store ({mismatch})"
+    data = read_dataset(engine)
+    save_snapshot(engine, folder, data, watermark)
+    return data, ReadReport("full", why, len(data.cust), watermark)
+
+
+def current_watermark(engine: Engine) -> int:
+    """The newest load run all of whose rows are visible: below the oldest "running" run."""
+    runs = schema.load_runs
+    with engine.connect() as conn:
+        running = conn.execute(select(func.min(runs.c.id)).where(runs.c.status == "running")).scalar()
+        newest = conn.execute(select(func.max(runs.c.id))).scalar()
+    return int(running) - 1 if running is not None else int(newest or 0)
+
+
+# --- merging ------------------------------------------------------------------------------
+
+
+def merge(old: Dataset, new: Dataset) -> Dataset:
+    """`old` with the orders of `new` (read with `since`) in place of its rows of the same
+    order_id, their lines, payments and reviews with them, and the customers of `new` as
+    listed there: the dataset a full read would give (the lines, payments and reviews in
+    another row order)."""
+    replaced = pc.is_in(old.order_id, value_set=flat(new.order_id)).to_numpy(zero_copy_only=False)
+    keep = ~replaced
+    old_used = np.zeros(old.n_customers, dtype=bool)
+    old_used[old.cust[keep]] = True
+    new_used = np.zeros(new.n_customers, dtype=bool)
+    new_used[new.cust] = True
+    old_listed = _listed(old)
+    new_listed = _listed(new)
+    # the old snapshot's listed customers stay listed (loads never delete customers)
+    ids = _sorted_union(old.customer_ids.filter(pa.array(old_used | old_listed)),
+                        new.customer_ids.filter(pa.array(new_used | new_listed)))
+    old_at = codes_in(old.customer_ids, ids)
+    new_at = codes_in(new.customer_ids, ids)
+
+    listed = np.zeros(len(ids), dtype=bool)
+    state = np.full(len(ids), None, dtype=object)
+    region = np.full(len(ids), None, dtype=object)
+    for src, at, is_listed in ((old, old_at, old_listed), (new, new_at, new_listed)):
+        rows = np.flatnonzero(is_listed)
+        listed[at[rows]] = True
+        state[at[rows]] = src.state[rows]
+        region[at[rows]] = src.region[rows]
+
+    cust = np.concatenate([old_at[old.cust[keep]], new_at[new.cust]])
+    purchased = np.concatenate([old.purchased[keep], new.purchased])
+    order_id = pa.concat_arrays([flat(old.order_id).filter(pa.array(keep)), flat(new.order_id)])
+    if len(new.cust) or replaced.any():
+        rows = order_by_time(cust, purchased, order_id)
+    else:
+        rows = np.arange(len(cust))
+    row_of = np.empty(len(rows), dtype=np.int64)  # concatenated position -> merged row
+    row_of[rows] = np.arange(len(rows))
+    n_kept = int(keep.sum())
+    old_row = np.full(len(old.cust), -1, dtype=np.int64)
+    old_row[keep] = row_of[:n_kept]
+    new_row = row_of[n_kept:]
+
+    def orders(field: str) -> np.ndarray:
+        return np.concatenate([getattr(old, field)[keep], getattr(new, field)])[rows]
+
+    f: dict[str, Any] = {
+        "customer_ids": ids, "state": state, "region": region, "listed": listed,
+        "order_id": order_id.take(pa.array(rows)), "cust": cust[rows], "purchased": purchased[rows],
+        **{name: orders(name) for name in ("purchase", "items_value", "freight_value", "delivered",
+                                            "estimated")},
+    }
+    f.update(_children(old, new, old_row, new_row, "item_ord", {
+        "item_category": "category_names", "item_product": "product_names", "item_seller": "seller_names",
+    }, ("item_quantity", "item_price", "item_freight")))
+    f.update(_children(old, new, old_row, new_row, "pay_ord", {"pay_method": "method_names"},
+                       ("pay_installments", "pay_value")))
+    f.update(_children(old, new, old_row, new_row, "review_ord", {}, ("review_score", "review_created")))
+    return Dataset(**f)
+
+
+def _children(old: Dataset, new: Dataset, old_row: np.ndarray, new_row: np.ndarray, ord_field: str,
+              coded: dict[str, str], plain: tuple[str, ...]) -> dict[str, Any]:
+    """One child table merged: the old rows of kept orders, then the new rows."""
+    old_ord = old_row[getattr(old, ord_field)]
+    keep = old_ord >= 0
+    out: dict[str, Any] = {ord_field: np.concatenate([old_ord[keep], new_row[getattr(new, ord_field)]])}
+    for name in plain:
+        out[name] = np.concatenate([getattr(old, name)[keep], getattr(new, name)])
+    for name, names_field in coded.items():
+        out[name], out[names_field] = _recode(
+            getattr(old, name)[keep], getattr(old, names_field), getattr(new, name), getattr(new, names_field),
+            sort=names_field in ("category_names", "method_names"))
+    return out
+
+
+def _recode(old_codes: np.ndarray, old_names: np.ndarray, new_codes: np.ndarray, new_names: np.ndarray,
+            *, sort: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Both code arrays as codes into the names they use (sorted when `sort`, as a full
+    read makes them), -1 kept for missing."""
+    names = np.concatenate([old_names[_used(old_codes, len(old_names))],
+                            new_names[_used(new_codes, len(new_names))]]).astype(object)
+    uniq = pa.array(names, type=pa.string()).unique()
+    if sort:
+        uniq = uniq.take(pc.sort_indices(uniq))
+    lookup_old = codes_in(pa.array(old_names, type=pa.string()), uniq) if len(old_names) else np.empty(0, np.int64)
+    lookup_new = codes_in(pa.array(new_names, type=pa.string()), uniq) if len(new_names) else np.empty(0, np.int64)
+    codes = np.concatenate([_through(old_codes, lookup_old), _through(new_codes, lookup_new)])
+    return codes, uniq.to_numpy(zero_copy_only=False).astype(object)
+
+
+def _used(codes: np.ndarray, n: int) -> np.ndarray:
+    return np.bincount(codes[codes >= 0], minlength=n) > 0 if n else np.zeros(0, dtype=bool)
+
+
+def _through(codes: np.ndarray, lookup: np.ndarray) -> np.ndarray:
+    out = np.full(len(codes), -1, dtype=np.int64)
+    ok = codes >= 0
+    out[ok] = lookup[codes[ok]]
+    return out
+
+
+def _listed(data: Dataset) -> np.ndarray:
+    if data.listed is None:
+        raise ValueError("the dataset does not say which customers are listed")
+    return data.listed
+
+
+def _sorted_union(a: pa.Array, b: pa.Array) -> pa.Array:
+    both = pa.concat_arrays([a.cast(pa.string()), b.cast(pa.string())])
+    uniq = both.unique()
+    return uniq.take(pc.sort_indices(uniq))
+
+
+# --- checking -------------------------------------------------------------------------------
+
+
+def check(data: Dataset, expected: DataFingerprint | dict[str, int]) -> str | None:
+    """What in `data` disagrees with the store's aggregates (None when nothing)."""
+    counts = expected.counts if isinstance(expected, DataFingerprint) else expected
+    got = {"orders": len(data.cust), "customers": int(_listed(data).sum())}
+    for table, n in got.items():
+        if counts.get(table) != n:
+            return f"{table}: {n:,} in the snapshot, {counts.get(table):,} in the store"
+    if isinstance(expected, DataFingerprint):
+        figures = {
+            "purchases": (int(data.purchase.sum()), expected.purchases),
+            "delivered": (int((data.delivered != NAT).sum()), expected.delivered),
+        }
+        for name, (mine, theirs) in figures.items():
+            if mine != theirs:
+                return f"{name}: {mine:,} in the snapshot, {theirs:,} in the store"
+        revenue = float(np.sum(data.items_value) + np.sum(data.freight_value))
+        if not np.isclose(revenue, expected.revenue, rtol=1e-9, atol=0.01):
+            return f"revenue: {revenue:,.2f} in the snapshot, {expected.revenue:,.2f} in the store"
+    return None
+
+
+def _counts(engine: Engine) -> dict[str, int]:
+    with engine.connect() as conn:
+        return {t.name: int(conn.execute(select(func.count()).select_from(t)).scalar())
+                for t in (schema.orders, schema.customers)}
+
+
+# --- on disk ----------------------------------------------------------------------------------
+
+
+def snapshot_folder(engine: Engine) -> Path | None:
+    """Where this store's snapshot is kept (None: not kept)."""
+    setting = os.environ.get(SNAPSHOT_ENV)
+    if setting is not None and setting.strip().lower() in ("", "off", "0", "no", "false"):
+        return None
+    path = engine.url.database if engine.dialect.name == "sqlite" else None
+    if engine.dialect.name == "sqlite" and (not path or path == ":memory:" or path.startswith("file:")):
+        return None  # an in-memory store goes with its process
+    store_id = _store_id(engine)
+    if path and setting is None:
+        file = Path(path).resolve()
+        return file.parent / f"{file.name}.snapshot-{store_id}"
+    base = Path(setting) if setting is not None else (
+        Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "retail-pulse")
+    # a copy of a store carries its id: the address tells copies apart
+    where = hashlib.sha256(engine.url.render_as_string(hide_password=True).encode()).hexdigest()[:12]
+    return base / f"{engine.dialect.name}-{where}.snapshot-{store_id}"
+
+
+def _store_id(engine: Engine) -> str:
+    store_id = get_meta(engine, "store_id")
+    if store_id is None:
+        store_id = uuid.uuid4().hex[:16]
+        with engine.begin() as conn:
+            set_meta(conn, "store_id", store_id)
+        store_id = get_meta(engine, "store_id") or store_id  # another process may have won
+    return str(store_id)
+
+
+def save_snapshot(engine: Engine, folder: Path, data: Dataset, watermark: int) -> bool:
+    """Write `data` as the snapshot at `watermark` (whole or not at all); False when it
+    could not be written (the refresh goes on; the next one reads the whole store)."""
+    started = time.perf_counter()
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        part = Path(tempfile.mkdtemp(prefix=folder.name + ".part-", dir=folder.parent))
+        try:
+            for file, names in _FILES.items():
+                table = pa.table({name: _to_arrow(name, getattr(data, name)) for name in names})
+                with pa.OSFile(str(part / f"{file}.arrow"), "wb") as sink, \
+                        pa.ipc.new_file(sink, table.schema) as writer:
+                    writer.write_table(table)
+            (part / "meta.json").write_text(json.dumps({"format": FORMAT, "watermark": int(watermark)}))
+            old = folder.with_name(folder.name + f".old-{uuid.uuid4().hex[:8]}")
+            if folder.exists():
+                os.replace(folder, old)
+            os.replace(part, folder)
+            shutil.rmtree(old, ignore_errors=True)
+        finally:
+            shutil.rmtree(part, ignore_errors=True)
+    except OSError as exc:
+        log.warning("refresh snapshot not written to %s: %s", folder, exc)
+        return False
+    log.info("refresh snapshot written to %s in %.1f s", folder, time.perf_counter() - started)
+    return True
+
+
+def load_snapshot(folder: Path) -> tuple[tuple[Dataset, int] | None, str]:
+    """(the kept dataset and its watermark, or None; why not)."""
+    try:
+        meta = json.loads((folder / "meta.json").read_text())
+    except (OSError, ValueError):
+        return None, "no snapshot yet"
+    if meta.get("format") != FORMAT:
+        return None, "the snapshot is of another version"
+    try:
+        f: dict[str, Any] = {}
+        for file, names in _FILES.items():
+            with pa.OSFile(str(folder / f"{file}.arrow"), "rb") as source:
+                table = pa.ipc.open_file(source).read_all()
+            for name in names:
+                f[name] = _from_arrow(name, table.column(name))
+        data = Dataset(**f)
+    except (OSError, KeyError, pa.ArrowException) as exc:
+        return None, f"the snapshot could not be read ({exc})"
+    missing = [x.name for x in fields(Dataset) if getattr(data, x.name) is None]
+    if missing:
+        return None, f"the snapshot lacks {', '.join(missing)}"
+    return (data, int(meta["watermark"])), ""
+
+
+def _to_arrow(name: str, values: Any) -> pa.Array:
+    if isinstance(values, pa.ChunkedArray | pa.Array):
+        return flat(values)
+    if name in _STRINGS:
+        return pa.array(values, type=pa.string())
+    return pa.array(values)
+
+
+def _from_arrow(name: str, col: pa.ChunkedArray) -> Any:
+    if name in ("customer_ids", "order_id"):
+        return flat(col)
+    values = col.to_numpy(zero_copy_only=False)
+    if name in _STRINGS:
+        return values.astype(object)
+    return np.array(values)  # writable (the merge and the refresh may change arrays in place)

@@ -1,0 +1,224 @@
+"""Incremental refresh reads (analytics/snapshot.py): after a second load, the kept
+dataset brought up to date equals a full read of the store, and the refresh's tables are
+the same either way; anything the snapshot cannot vouch for sends the read back to the
+whole store. On SQLite files and PostgreSQL."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sqlalchemy import Engine, delete, insert, select, update
+
+from analytics.dataset import Dataset, read_dataset
+from analytics.model_store import read_fingerprint
+from analytics.refresh import refresh
+from analytics.snapshot import (
+    SNAPSHOT_ENV,
+    current_watermark,
+    load_snapshot,
+    read_with_snapshot,
+    snapshot_folder,
+)
+from storage import schema
+from storage.generate import generate_olist
+from storage.loaders import load_path
+from storage.next_batch import next_batch
+
+
+@pytest.fixture(scope="module")
+def batches(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("batches")
+    generate_olist(root / "first", 400, 1_500, seed=3)
+    next_batch(root / "first", root / "second", seed=5)
+    return root / "first", root / "second"
+
+
+def canonical(data: Dataset) -> dict[str, pd.DataFrame]:
+    """The dataset as tables that do not depend on row order of the lines, payments and
+    reviews, nor on the numbering of product and seller codes."""
+    def named(codes: np.ndarray, names: np.ndarray) -> np.ndarray:
+        out = np.full(len(codes), None, dtype=object)
+        out[codes >= 0] = names[codes[codes >= 0]]
+        return out
+
+    def sort(frame: pd.DataFrame) -> pd.DataFrame:
+        return frame.sort_values(list(frame.columns), na_position="first").reset_index(drop=True)
+
+    orders = pd.DataFrame({
+        "order_id": data.order_id.to_pylist(), "customer": data.ids()[data.cust],
+        **{f: getattr(data, f) for f in ("purchased", "purchase", "items_value", "freight_value",
+                                         "delivered", "estimated")},
+    })
+    customers = pd.DataFrame({"customer": data.ids(), "state": data.state, "region": data.region,
+                              "listed": data.listed})
+    order_of = np.asarray(data.order_id.to_pylist(), dtype=object)
+    items = sort(pd.DataFrame({
+        "order": order_of[data.item_ord], "category": named(data.item_category, data.category_names),
+        "quantity": data.item_quantity, "price": data.item_price, "freight": data.item_freight,
+        "product": named(data.item_product, data.product_names),
+        "seller": named(data.item_seller, data.seller_names),
+    }))
+    pays = sort(pd.DataFrame({
+        "order": order_of[data.pay_ord], "method": named(data.pay_method, data.method_names),
+        "installments": data.pay_installments, "value": data.pay_value,
+    }))
+    reviews = sort(pd.DataFrame({"order": order_of[data.review_ord], "score": data.review_score,
+                                 "created": data.review_created}))
+    return {"orders": orders, "customers": customers, "items": items, "payments": pays, "reviews": reviews,
+            "categories": pd.DataFrame({"name": data.category_names}),
+            "methods": pd.DataFrame({"name": data.method_names})}
+
+
+def assert_same(a: Dataset, b: Dataset) -> None:
+    left, right = canonical(a), canonical(b)
+    for name in left:
+        pd.testing.assert_frame_equal(left[name], right[name], check_exact=True, obj=name)
+
+
+def test_second_load_is_read_incrementally_and_equals_a_full_read(store: Engine, batches) -> None:
+    first, second = batches
+    load_path(store, first, "olist")
+    data, report = read_with_snapshot(store, read_fingerprint(store))
+    assert (report.mode, report.reason) == ("full", "no snapshot yet")
+    assert report.watermark == current_watermark(store) == 1
+    assert snapshot_folder(store).is_dir()
+
+    load_path(store, second, "olist")
+    merged, report = read_with_snapshot(store, read_fingerprint(store))
+    assert report.mode == "incremental", report.reason
+    assert report.orders_read == 100 and report.watermark == 2  # 40 changed + 60 new
+    full = read_dataset(store)
+    assert len(full.cust) == len(data.cust) + 60
+    assert_same(merged, full)
+    # what changed did change: 13 more canceled orders, a moved customer, new names
+    assert int((~full.purchase).sum()) > int((~data.purchase).sum())
+    assert "pix" in set(full.method_names) and "pix" not in set(data.method_names)
+    assert (full.state == "AC").sum() > (data.state == "AC").sum()
+    with store.connect() as conn:  # every customer's state as the store has it
+        states = dict(conn.execute(select(schema.customers.c.customer_id, schema.customers.c.state)).all())
+    assert len(states) == int(merged.listed.sum()) > int(data.listed.sum())
+    assert {c: s for c, s, ok in zip(merged.ids(), merged.state, merged.listed, strict=True) if ok} == states
+
+    # the merged dataset was kept: a third read with nothing new reads no orders
+    again, report = read_with_snapshot(store, read_fingerprint(store))
+    assert (report.mode, report.orders_read) == ("incremental", 0)
+    assert_same(again, full)
+    kept, _ = load_snapshot(snapshot_folder(store))
+    assert kept is not None and kept[1] == 2
+    assert_same(kept[0], full)
+
+
+def _tables(engine: Engine) -> dict[str, pd.DataFrame]:
+    out = {}
+    for table in (schema.customer_features, schema.customer_scores, schema.agg_cohorts,
+                  schema.agg_categories, schema.segment_snapshots):
+        with engine.connect() as conn:
+            frame = pd.DataFrame(conn.execute(select(table)).mappings().all())
+        out[table.name] = frame.sort_values(list(frame.columns)).reset_index(drop=True)
+    return out
+
+
+def test_incremental_refresh_writes_what_a_full_read_refresh_writes(store: Engine, batches) -> None:
+    first, second = batches
+    load_path(store, first, "olist")
+    assert refresh(store).read["mode"] == "full"
+    load_path(store, second, "olist")
+    incremental = refresh(store)
+    assert incremental.read["mode"] == "incremental" and incremental.read["orders_read"] == 100
+    assert incremental.to_dict()["read"]["watermark"] == 2
+    after_incremental = _tables(store)
+    full = refresh(store, full_read=True)
+    assert full.read["mode"] == "full" and full.read["reason"] == "a full read was asked for"
+    assert full.as_of == incremental.as_of and full.customers == incremental.customers
+    after_full = _tables(store)
+    for name, frame in after_incremental.items():
+        pd.testing.assert_frame_equal(frame, after_full[name], check_exact=False, rtol=1e-12, obj=name)
+
+
+def test_rows_changed_behind_the_loads_back_send_the_read_to_the_whole_store(store: Engine, batches) -> None:
+    first, _ = batches
+    load_path(store, first, "olist")
+    read_with_snapshot(store)
+    with store.begin() as conn:  # an order canceled by hand keeps its load stamp
+        some = conn.execute(select(schema.orders.c.order_id).where(
+            schema.orders.c.status == "delivered").limit(1)).scalar()
+        conn.execute(update(schema.orders).where(schema.orders.c.order_id == some).values(status="canceled"))
+    data, report = read_with_snapshot(store, read_fingerprint(store))
+    assert report.mode == "full" and "purchases" in report.reason
+    assert_same(data, read_dataset(store))
+
+    with store.begin() as conn:  # an order deleted by hand
+        conn.execute(delete(schema.orders).where(schema.orders.c.order_id == some))
+    data, report = read_with_snapshot(store)  # without a fingerprint: the counts
+    assert report.mode == "full" and report.reason.startswith("the snapshot does not match the store (orders:")
+    assert len(data.cust) == 1_499
+
+
+def test_unstamped_rows_are_always_read_again(store: Engine, batches) -> None:
+    first, _ = batches
+    load_path(store, first, "olist")
+    read_with_snapshot(store)
+    with store.begin() as conn:  # written without a load (no stamp)
+        conn.execute(insert(schema.customers).values(customer_id="by-hand", state="SP", source="test"))
+        conn.execute(insert(schema.orders).values(
+            order_id="hand-1", customer_id="by-hand", purchased_at=pd.Timestamp("2018-08-01 10:00").to_pydatetime(),
+            status="delivered", items_value=10.0, freight_value=1.0, source="test"))
+    data, report = read_with_snapshot(store, read_fingerprint(store))
+    assert (report.mode, report.orders_read) == ("incremental", 1)
+    again, report = read_with_snapshot(store, read_fingerprint(store))
+    assert (report.mode, report.orders_read) == ("incremental", 1)  # still unstamped: read again
+    assert_same(again, read_dataset(store))
+    assert "by-hand" in set(again.ids())
+
+
+def test_a_running_load_holds_the_watermark_back(store: Engine, batches) -> None:
+    first, _ = batches
+    load_path(store, first, "olist")
+    with store.begin() as conn:
+        running = conn.execute(insert(schema.load_runs).values(
+            format="olist", path="x", started_at=pd.Timestamp.now().to_pydatetime(), status="running",
+        )).inserted_primary_key[0]
+        conn.execute(insert(schema.load_runs).values(
+            format="olist", path="y", started_at=pd.Timestamp.now().to_pydatetime(), status="ok"))
+    assert current_watermark(store) == running - 1 == 1
+    _, report = read_with_snapshot(store)
+    assert report.watermark == 1
+
+
+def test_a_damaged_or_foreign_snapshot_is_not_used(store: Engine, batches) -> None:
+    first, _ = batches
+    load_path(store, first, "olist")
+    read_with_snapshot(store)
+    folder = snapshot_folder(store)
+    (folder / "orders.arrow").write_bytes(b"not arrow")
+    data, report = read_with_snapshot(store)
+    assert report.mode == "full" and report.reason.startswith("the snapshot could not be read")
+    assert_same(data, read_dataset(store))
+    meta = folder / "meta.json"
+    meta.write_text(meta.read_text().replace('"format": 1', '"format": 0'))
+    _, report = read_with_snapshot(store)
+    assert (report.mode, report.reason) == ("full", "the snapshot is of another version")
+    _, report = read_with_snapshot(store)  # rewritten by the full read
+    assert report.mode == "incremental"
+
+
+def test_where_the_snapshot_lives(sqlite_url: str, tmp_path: Path, batches,
+                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from storage.store import open_store
+
+    monkeypatch.delenv(SNAPSHOT_ENV, raising=False)
+    engine = open_store(sqlite_url)
+    load_path(engine, batches[0], "olist")
+    folder = snapshot_folder(engine)
+    assert folder.parent == tmp_path and folder.name.startswith("pulse.db.snapshot-")
+    monkeypatch.setenv(SNAPSHOT_ENV, "off")
+    assert snapshot_folder(engine) is None
+    _, report = read_with_snapshot(engine)
+    assert (report.mode, report.reason) == ("full", "no snapshot kept")
+    assert not folder.exists()
+    monkeypatch.setenv(SNAPSHOT_ENV, str(tmp_path / "elsewhere"))
+    assert snapshot_folder(engine).parent == tmp_path / "elsewhere"
+    engine.dispose()
