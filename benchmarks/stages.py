@@ -12,6 +12,7 @@ import datetime as dt
 import json
 import os
 import secrets
+import shutil
 import statistics
 import sys
 import time
@@ -180,13 +181,81 @@ def stage_refresh(params: dict[str, Any]) -> dict[str, Any]:
         if params.get("retrain") and hasattr(s, "retrain"):
             s.retrain = True
     t0 = time.perf_counter()
-    report = refresh(engine, _as_of(params), scorers=scorers)
+    # the whole store read, as a first refresh (or `pulse refresh --full`) does
+    report = refresh(engine, _as_of(params), scorers=scorers, full_read=True)
     seconds = time.perf_counter() - t0
     engine.dispose()
     return {"seconds": seconds, "rows": params.get("orders"), "customers": report.customers,
             "parts": {k: round(v, 3) for k, v in report.timings.items()},
             "scorers": [getattr(s, "__name__", type(s).__name__) for s in scorers],
-            "scorer_errors": report.scorer_errors, "k": report.k}
+            "scorer_errors": report.scorer_errors, "k": report.k, "read": report.read}
+
+
+# --- the next day: a day's export loaded, then an incremental read ---------------------------
+
+
+def _load_a_day(params: dict[str, Any], engine) -> dict[str, Any]:  # noqa: ANN001 - Engine
+    """Make the next export of the generated data (a day's worth: one 730th of the orders
+    new and as many changed) and load it; its figures."""
+    from storage.loaders import load_path
+    from storage.next_batch import next_batch
+
+    data = Path(params["data_dir"])
+    n = max(30, min(params["orders"] // 730, params["orders"] // 4))
+    folder = data.parent / f"{data.name}-day-{secrets.token_hex(4)}"
+    t0 = time.perf_counter()
+    next_batch(data, folder, seed=secrets.randbits(32), changed=n, new=n)
+    made = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    report = load_path(engine, folder, "olist")
+    loaded = time.perf_counter() - t1
+    shutil.rmtree(folder, ignore_errors=True)
+    return {"new_orders": n, "changed_orders": n, "batch_made_s": round(made, 2),
+            "load_s": round(loaded, 3), "rows_read": report.rows_read}
+
+
+def stage_day_features(params: dict[str, Any]) -> dict[str, Any]:
+    """A day's export loaded, then features + RFM + cohorts on the incremental read (the
+    snapshot the last refresh kept, brought up to date)."""
+    from analytics.cohorts import cohort_retention
+    from analytics.features import build_features
+    from analytics.rfm import rfm_scores
+    from analytics.snapshot import read_with_snapshot
+    from storage.store import open_store
+
+    engine = open_store(params["url"])
+    day = _load_a_day(params, engine)
+    as_of = _as_of(params)
+    t0 = time.perf_counter()
+    data, read = read_with_snapshot(engine)
+    t_read = time.perf_counter()
+    features = build_features(engine, as_of, dataset=data)
+    rfm = rfm_scores(features)
+    cohorts = cohort_retention(engine, as_of, dataset=data)
+    t1 = time.perf_counter()
+    engine.dispose()
+    return {"seconds": t1 - t0, "rows": params.get("orders"), "customers": len(features),
+            "parts": {"read": t_read - t0, "features_rfm_cohorts": t1 - t_read},
+            "read": read.to_dict(), "day": day, "segments": int(rfm["segment"].nunique()),
+            "cohorts": len(cohorts.cohorts)}
+
+
+def stage_day_refresh(params: dict[str, Any]) -> dict[str, Any]:
+    """A day's export loaded, then the whole refresh (trained model) with the incremental
+    read and the as-of date moved to the new data, as the nightly refresh runs."""
+    from analytics.refresh import refresh
+    from storage.store import open_store
+
+    engine = open_store(params["url"])
+    day = _load_a_day(params, engine)
+    scorers = _scorers(params)
+    t0 = time.perf_counter()
+    report = refresh(engine, None, scorers=scorers)
+    seconds = time.perf_counter() - t0
+    engine.dispose()
+    return {"seconds": seconds, "rows": params.get("orders"), "customers": report.customers,
+            "parts": {k: round(v, 3) for k, v in report.timings.items()}, "read": report.read,
+            "day": day, "as_of": report.as_of.date.isoformat(), "scorer_errors": report.scorer_errors}
 
 
 # --- answers and the digest -----------------------------------------------------------------
@@ -404,7 +473,8 @@ def stage_digest(params: dict[str, Any]) -> dict[str, Any]:
 
 STAGES = {
     "load": stage_load, "yardstick": stage_yardstick, "features": stage_features,
-    "refresh": stage_refresh, "answers": stage_answers, "digest": stage_digest,
+    "refresh": stage_refresh, "day_features": stage_day_features, "day_refresh": stage_day_refresh,
+    "answers": stage_answers, "digest": stage_digest,
 }
 
 

@@ -31,7 +31,8 @@ def test_benchmark_runs_and_writes_json(tmp_path: Path) -> None:
     assert report["customers"] == 1000 and report["orders"] == 8000
     assert report["store"] == "sqlite"
     stages = report["stages"]
-    assert set(stages) == {"load", "yardstick", "features", "train", "refresh", "answers", "digest"}
+    assert set(stages) == {"load", "yardstick", "features", "train", "refresh", "day_features",
+                           "day_refresh", "answers", "digest"}
     for name, stage in stages.items():
         assert "error" not in stage, (name, stage)
         assert stage["median_s"] > 0 and stage["peak_rss_mb"] > 10, name
@@ -39,6 +40,11 @@ def test_benchmark_runs_and_writes_json(tmp_path: Path) -> None:
     assert stages["load"]["rows_per_s"] > 0
     assert stages["features"]["ratio_to_yardstick"] > 0
     assert stages["features"]["detail"]["customers"] == stages["yardstick"]["detail"]["customers"]
+    assert stages["refresh"]["detail"]["read"]["mode"] == "full"
+    for name in ("day_features", "day_refresh"):  # a day's export loaded, then read incrementally
+        detail = stages[name]["detail"]
+        assert detail["read"]["mode"] == "incremental", detail["read"]
+        assert detail["read"]["orders_read"] == 2 * detail["day"]["new_orders"] == 60
     assert "median s" in proc.stdout and "JSON:" in proc.stdout
     # the throwaway store is removed; the generated data is kept for reuse
-    assert not list((tmp_path / "work").glob("*.db"))
+    assert not list((tmp_path / "work").glob("*.db*"))
