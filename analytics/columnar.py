@@ -76,9 +76,11 @@ def read_columns(engine: Engine, table: str, cols: Sequence[Col], where: str = "
 
 def start_read(engine: Engine, table: str, cols: Sequence[Col], where: str = "",
                params: dict | None = None, keys: SharedKeys | None = None,
-               codes: Sequence[str] = ()) -> Future[pa.Table]:
+               codes: Sequence[str] = (), *, few: bool = False) -> Future[pa.Table]:
     """`read_columns` in the background: the read is queued (on SQLite, handed to a helper
-    process) before this returns; the future gives its table."""
+    process) before this returns; the future gives its table. `few`: `where` picks few
+    rows of a big table, which SQLite reads by index in this process (the ADBC driver's
+    bound parameters cost it the index: seconds instead of milliseconds)."""
     codes = tuple(codes)
     schema = pa.schema([(c.name, _TYPES[c.kind]) for c in cols])
     params = params or {}
@@ -93,7 +95,7 @@ def start_read(engine: Engine, table: str, cols: Sequence[Col], where: str = "",
     def slow() -> pa.Table:
         return _sqlite_dbapi(engine, cols, tail, args, schema)
 
-    if (_adbc is not None and path and path != ":memory:" and not path.startswith("file:")
+    if (_adbc is not None and not few and path and path != ":memory:" and not path.startswith("file:")
             and _rows_about(engine, table) >= ADBC_MIN_ROWS):
         # no CASTs: ADBC types each column from all its values (one batch) and `conform`
         # converts; a CAST per cell cost about a third of the read

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
 from analytics.columnar import Col, SharedKeys, start_read
 from analytics.columnar_worker import positions_in
@@ -96,10 +96,19 @@ def changed_since(run: int) -> tuple[str, str]:
     return fresh, f"order_id IN ({touched})"
 
 
+def touched_orders(engine: Engine, since: int) -> int:
+    """How many orders loads after run `since` touched (what `read_dataset(since=)` reads)."""
+    _, touched = changed_since(since)
+    sql = f"SELECT count(*) FROM orders WHERE {touched}"
+    with engine.connect() as conn:
+        return int(conn.execute(text(sql), {"since": int(since)}).scalar() or 0)
+
+
 def read_dataset(engine: Engine, *, full: bool = True, since: int | None = None) -> Dataset:
     """Read the store (every order, any status or date); `full` adds what the churn model
     needs beyond the features (item products and sellers). With `since` (a load run id),
-    only what later loads touched (see the module docstring)."""
+    only what later loads touched (see the module docstring; meant for a small part of the
+    store: see `touched_orders`)."""
     if since is None:
         where: dict[str, str] = {}
         params: dict[str, int] = {}
@@ -132,10 +141,11 @@ def read_dataset(engine: Engine, *, full: bool = True, since: int | None = None)
             Col("purchase", f"CASE WHEN status IN ({_NON_PURCHASE}) THEN 0 ELSE 1 END", "int"),
             Col("items_value", "items_value", "float"), Col("freight_value", "freight_value", "float"),
             Col("delivered", "delivered_at", "ts"), Col("estimated", "estimated_delivery_at", "ts"),
-        ], where.get("orders", ""), params)
+        ], where.get("orders", ""), params, few=since is not None)
         later = {name: start_read(engine, table, cols, where.get(name, ""), params,
                                   keys=None if name == "customers" else order_keys,
-                                  codes=("product", "seller") if name == "items" and full else ())
+                                  codes=("product", "seller") if name == "items" and full else (),
+                                  few=since is not None)
                  for name, (table, cols) in reads.items()}
         orders = orders_read.result()
         del orders_read  # (the future would hold the table after `del orders`)

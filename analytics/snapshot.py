@@ -33,6 +33,7 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 import time
 import uuid
 from dataclasses import dataclass, fields
@@ -44,7 +45,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from sqlalchemy import Engine, func, select
 
-from analytics.dataset import NAT, Dataset, codes_in, flat, order_by_time, read_dataset
+from analytics.dataset import (
+    NAT,
+    Dataset,
+    codes_in,
+    flat,
+    order_by_time,
+    read_dataset,
+    touched_orders,
+)
 from analytics.model_store import DataFingerprint
 from storage import schema
 from storage.store import get_meta, set_meta
@@ -52,6 +61,9 @@ from storage.store import get_meta, set_meta
 log = logging.getLogger(__name__)
 
 FORMAT = 1  # bump when the files' layout or the Dataset's meaning changes
+# Above this share of the kept orders touched, the whole store is read instead (a read of
+# the touched rows goes row by row through the DB-API; a full read is columnar)
+MOST = 0.2
 SNAPSHOT_ENV = "PULSE_SNAPSHOT_DIR"
 
 # Dataset fields kept per file: each file is one Arrow table of equal-length columns.
@@ -68,6 +80,7 @@ _FILES = {
     "product_names": ("product_names",),
     "seller_names": ("seller_names",),
 }
+_TOKEN = "pulse_snapshot"
 _STRINGS = {"customer_ids", "order_id", "state", "region", "category_names", "method_names",
             "product_names", "seller_names"}
 
@@ -98,23 +111,32 @@ def read_with_snapshot(engine: Engine, fingerprint: DataFingerprint | None = Non
         data = read_dataset(engine)
         return data, ReadReport("full", "no snapshot kept", len(data.cust), 0)
     watermark = current_watermark(engine)  # before any read: later loads count as new
+    wait_for_saves()
     kept, why = (None, "a full read was asked for") if full else load_snapshot(folder)
     data: Dataset | None = None
     if kept is not None and kept[1] > watermark:
         why = "the snapshot is newer than the store's loads"
+    elif kept is not None and (touched := touched_orders(engine, kept[1])) > MOST * len(kept[0].cust):
+        why = f"{touched:,} orders touched since run {kept[1]}: reading them all is quicker"
     elif kept is not None:
         delta = read_dataset(engine, since=kept[1])
-        data = merge(kept[0], delta)
-        mismatch = check(data, fingerprint if fingerprint is not None else _counts(engine))
-        if mismatch is None:
+        try:
+            data = merge(kept[0], delta)
+        except (ValueError, IndexError, KeyError, pa.ArrowException) as exc:
+            # a snapshot that does not fit the store's rows: read it all instead of failing
+            data, mismatch = None, f"{type(exc).__name__}: {exc}"
+        else:
+            mismatch = check(data, fingerprint if fingerprint is not None else _counts(engine))
+        if data is not None and mismatch is None:
             report = ReadReport("incremental", f"{len(delta.cust):,} orders touched by loads after "
                                 f"run {kept[1]}", len(delta.cust), watermark)
             if len(delta.cust) or len(delta.customer_ids) or kept[1] != watermark:
-                save_snapshot(engine, folder, data, watermark)
+                _save_in_background(folder, data, watermark)
             return data, report
         data, why = None, f"the snapshot does not match the store ({mismatch})"
+        del kept, delta
     data = read_dataset(engine)
-    save_snapshot(engine, folder, data, watermark)
+    _save_in_background(folder, data, watermark)
     return data, ReadReport("full", why, len(data.cust), watermark)
 
 
@@ -305,20 +327,48 @@ def _store_id(engine: Engine) -> str:
     return str(store_id)
 
 
-def save_snapshot(engine: Engine, folder: Path, data: Dataset, watermark: int) -> bool:
+_SAVES_LOCK = threading.Lock()
+_SAVES: list[threading.Thread] = []
+
+
+def _save_in_background(folder: Path, data: Dataset, watermark: int) -> None:
+    """`save_snapshot` on a thread, while the refresh computes (the dataset is not changed
+    after the read). Not a daemon: a command that ends waits for the files."""
+    thread = threading.Thread(target=save_snapshot, args=(folder, data, watermark),
+                              name="pulse-snapshot", daemon=False)
+    with _SAVES_LOCK:
+        _SAVES[:] = [t for t in _SAVES if t.is_alive()]
+        _SAVES.append(thread)
+    thread.start()
+
+
+def wait_for_saves() -> None:
+    """Return once the snapshots this process is writing are written."""
+    with _SAVES_LOCK:
+        pending = list(_SAVES)
+    for thread in pending:
+        thread.join()
+
+
+def save_snapshot(folder: Path, data: Dataset, watermark: int) -> bool:
     """Write `data` as the snapshot at `watermark` (whole or not at all); False when it
     could not be written (the refresh goes on; the next one reads the whole store)."""
     started = time.perf_counter()
     try:
         folder.parent.mkdir(parents=True, exist_ok=True)
         part = Path(tempfile.mkdtemp(prefix=folder.name + ".part-", dir=folder.parent))
+        # every file carries the generation's token: a reader that meets files of two
+        # generations (a swap while it reads) sees it and reads the store instead
+        token = uuid.uuid4().hex
         try:
             for file, names in _FILES.items():
-                table = pa.table({name: _to_arrow(name, getattr(data, name)) for name in names})
+                table = pa.table({name: _to_arrow(name, getattr(data, name)) for name in names},
+                                 metadata={_TOKEN: token})
                 with pa.OSFile(str(part / f"{file}.arrow"), "wb") as sink, \
                         pa.ipc.new_file(sink, table.schema) as writer:
                     writer.write_table(table)
-            (part / "meta.json").write_text(json.dumps({"format": FORMAT, "watermark": int(watermark)}))
+            (part / "meta.json").write_text(json.dumps({"format": FORMAT, "watermark": int(watermark),
+                                                        "token": token}))
             old = folder.with_name(folder.name + f".old-{uuid.uuid4().hex[:8]}")
             if folder.exists():
                 os.replace(folder, old)
@@ -326,7 +376,7 @@ def save_snapshot(engine: Engine, folder: Path, data: Dataset, watermark: int) -
             shutil.rmtree(old, ignore_errors=True)
         finally:
             shutil.rmtree(part, ignore_errors=True)
-    except OSError as exc:
+    except (OSError, ValueError, pa.ArrowException) as exc:
         log.warning("refresh snapshot not written to %s: %s", folder, exc)
         return False
     log.info("refresh snapshot written to %s in %.1f s", folder, time.perf_counter() - started)
@@ -335,6 +385,7 @@ def save_snapshot(engine: Engine, folder: Path, data: Dataset, watermark: int) -
 
 def load_snapshot(folder: Path) -> tuple[tuple[Dataset, int] | None, str]:
     """(the kept dataset and its watermark, or None; why not)."""
+    wait_for_saves()
     try:
         meta = json.loads((folder / "meta.json").read_text())
     except (OSError, ValueError):
@@ -346,6 +397,8 @@ def load_snapshot(folder: Path) -> tuple[tuple[Dataset, int] | None, str]:
         for file, names in _FILES.items():
             with pa.OSFile(str(folder / f"{file}.arrow"), "rb") as source:
                 table = pa.ipc.open_file(source).read_all()
+            if (table.schema.metadata or {}).get(_TOKEN.encode()) != str(meta.get("token")).encode():
+                return None, "the snapshot was being replaced"
             for name in names:
                 f[name] = _from_arrow(name, table.column(name))
         data = Dataset(**f)

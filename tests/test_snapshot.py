@@ -21,6 +21,7 @@ from analytics.snapshot import (
     load_snapshot,
     read_with_snapshot,
     snapshot_folder,
+    wait_for_saves,
 )
 from storage import schema
 from storage.generate import generate_olist
@@ -84,6 +85,7 @@ def test_second_load_is_read_incrementally_and_equals_a_full_read(store: Engine,
     data, report = read_with_snapshot(store, read_fingerprint(store))
     assert (report.mode, report.reason) == ("full", "no snapshot yet")
     assert report.watermark == current_watermark(store) == 1
+    wait_for_saves()  # (written on a thread while the refresh goes on)
     assert snapshot_folder(store).is_dir()
 
     load_path(store, second, "olist")
@@ -157,6 +159,17 @@ def test_rows_changed_behind_the_loads_back_send_the_read_to_the_whole_store(sto
     assert len(data.cust) == 1_499
 
 
+def test_a_reload_of_everything_reads_the_whole_store(store: Engine, batches) -> None:
+    first, _ = batches
+    load_path(store, first, "olist")
+    read_with_snapshot(store)
+    load_path(store, first, "olist")  # every order rewritten (stamped by the new run)
+    data, report = read_with_snapshot(store, read_fingerprint(store))
+    assert (report.mode, report.orders_read) == ("full", 1_500)
+    assert report.reason == "1,500 orders touched since run 1: reading them all is quicker"
+    assert_same(data, read_dataset(store))
+
+
 def test_unstamped_rows_are_always_read_again(store: Engine, batches) -> None:
     first, _ = batches
     load_path(store, first, "olist")
@@ -189,14 +202,26 @@ def test_a_running_load_holds_the_watermark_back(store: Engine, batches) -> None
 
 
 def test_a_damaged_or_foreign_snapshot_is_not_used(store: Engine, batches) -> None:
-    first, _ = batches
+    first, second = batches
     load_path(store, first, "olist")
     read_with_snapshot(store)
+    wait_for_saves()
     folder = snapshot_folder(store)
+    earlier_items = (folder / "items.arrow").read_bytes()
+    load_path(store, second, "olist")
+    assert read_with_snapshot(store)[1].mode == "incremental"  # a new generation written
+    wait_for_saves()
+    (folder / "items.arrow").write_bytes(earlier_items)  # as if swapped while being read
+    data, report = read_with_snapshot(store)
+    assert (report.mode, report.reason) == ("full", "the snapshot was being replaced")
+    assert_same(data, read_dataset(store))
+
+    wait_for_saves()
     (folder / "orders.arrow").write_bytes(b"not arrow")
     data, report = read_with_snapshot(store)
     assert report.mode == "full" and report.reason.startswith("the snapshot could not be read")
     assert_same(data, read_dataset(store))
+    wait_for_saves()
     meta = folder / "meta.json"
     meta.write_text(meta.read_text().replace('"format": 1', '"format": 0'))
     _, report = read_with_snapshot(store)
