@@ -79,8 +79,7 @@ def start_read(engine: Engine, table: str, cols: Sequence[Col], where: str = "",
                codes: Sequence[str] = (), *, few: bool = False) -> Future[pa.Table]:
     """`read_columns` in the background: the read is queued (on SQLite, handed to a helper
     process) before this returns; the future gives its table. `few`: `where` picks few
-    rows of a big table, which SQLite reads by index in this process (the ADBC driver's
-    bound parameters cost it the index: seconds instead of milliseconds)."""
+    rows of a big table, read in this process (a helper process costs more than they do)."""
     codes = tuple(codes)
     schema = pa.schema([(c.name, _TYPES[c.kind]) for c in cols])
     params = params or {}

@@ -91,8 +91,10 @@ def changed_since(run: int) -> tuple[str, str]:
     """SQL conditions (param :since = `run`) for the rows loads after `run` wrote (or that
     no load stamped), and for the order_id of the orders they touched."""
     fresh = "(load_run IS NULL OR load_run > :since)"
-    touched = " UNION ".join(f"SELECT order_id FROM {t} WHERE {fresh}"
-                             for t in ("orders", "order_items", "payments", "reviews"))
+    # UNION ALL, not UNION: for the latter SQLite 3.53 merges sorted scans of whole key
+    # indexes (seconds at 1M orders) instead of probing the load_run indexes (milliseconds)
+    touched = " UNION ALL ".join(f"SELECT order_id FROM {t} WHERE {fresh}"
+                                 for t in ("orders", "order_items", "payments", "reviews"))
     return fresh, f"order_id IN ({touched})"
 
 
