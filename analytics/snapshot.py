@@ -183,13 +183,10 @@ def merge(old: Dataset, new: Dataset) -> Dataset:
     cust = np.concatenate([old_at[old.cust[keep]], new_at[new.cust]])
     purchased = np.concatenate([old.purchased[keep], new.purchased])
     order_id = pa.concat_arrays([flat(old.order_id).filter(pa.array(keep)), flat(new.order_id)])
-    if len(new.cust) or replaced.any():
-        rows = order_by_time(cust, purchased, order_id)
-    else:
-        rows = np.arange(len(cust))
+    n_kept = int(keep.sum())
+    rows = _merged_order(cust, purchased, order_id, n_kept, len(ids))
     row_of = np.empty(len(rows), dtype=np.int64)  # concatenated position -> merged row
     row_of[rows] = np.arange(len(rows))
-    n_kept = int(keep.sum())
     old_row = np.full(len(old.cust), -1, dtype=np.int64)
     old_row[keep] = row_of[:n_kept]
     new_row = row_of[n_kept:]
@@ -210,6 +207,28 @@ def merge(old: Dataset, new: Dataset) -> Dataset:
                        ("pay_installments", "pay_value")))
     f.update(_children(old, new, old_row, new_row, "review_ord", {}, ("review_score", "review_created")))
     return Dataset(**f)
+
+
+def _merged_order(cust: np.ndarray, purchased: np.ndarray, order_id: pa.Array, n_kept: int,
+                  n_customers: int) -> np.ndarray:
+    """`order_by_time` of the rows, the first `n_kept` of which are in that order already:
+    only the rows of the customers with new rows are sorted, then slotted in by customer
+    (a full sort of 10M rows costs seconds)."""
+    affected = np.zeros(n_customers, dtype=bool)
+    affected[cust[n_kept:]] = True
+    moved = affected[cust[:n_kept]]
+    group = np.concatenate([np.flatnonzero(moved), np.arange(n_kept, len(cust))])
+    group = group[order_by_time(cust[group], purchased[group], order_id.take(pa.array(group)))]
+    stay = np.flatnonzero(~moved)
+    # a customer's rows are all in `group` or all in `stay`: slot each group row in
+    # before the first `stay` row of a later customer
+    slot = np.searchsorted(cust[stay], cust[group]) + np.arange(len(group))
+    rows = np.empty(len(cust), dtype=np.int64)
+    rest = np.ones(len(cust), dtype=bool)
+    rest[slot] = False
+    rows[slot] = group
+    rows[rest] = stay
+    return rows
 
 
 def _children(old: Dataset, new: Dataset, old_row: np.ndarray, new_row: np.ndarray, ord_field: str,

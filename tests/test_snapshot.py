@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 from sqlalchemy import Engine, delete, insert, select, update
 
@@ -247,3 +248,18 @@ def test_where_the_snapshot_lives(sqlite_url: str, tmp_path: Path, batches,
     monkeypatch.setenv(SNAPSHOT_ENV, str(tmp_path / "elsewhere"))
     assert snapshot_folder(engine).parent == tmp_path / "elsewhere"
     engine.dispose()
+
+
+def test_new_rows_are_slotted_in_as_a_full_sort_would_put_them() -> None:
+    from analytics.dataset import order_by_time
+    from analytics.snapshot import _merged_order
+
+    rng = np.random.default_rng(0)
+    for n_kept, n_new in ((500, 40), (500, 0), (0, 30), (300, 300)):
+        cust = rng.integers(0, 60, n_kept + n_new)
+        at = rng.integers(0, 5, n_kept + n_new) * 1_000_000  # many ties on (customer, time)
+        ids = pa.array([f"o{i:04d}" for i in rng.permutation(n_kept + n_new)])
+        kept = order_by_time(cust[:n_kept], at[:n_kept], ids[:n_kept])
+        order = np.concatenate([kept, np.arange(n_kept, n_kept + n_new)])
+        cust, at, ids = cust[order], at[order], ids.take(pa.array(order))
+        assert np.array_equal(_merged_order(cust, at, ids, n_kept, 60), order_by_time(cust, at, ids))
