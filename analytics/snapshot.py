@@ -248,17 +248,33 @@ def _children(old: Dataset, new: Dataset, old_row: np.ndarray, new_row: np.ndarr
 
 def _recode(old_codes: np.ndarray, old_names: np.ndarray, new_codes: np.ndarray, new_names: np.ndarray,
             *, sort: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Both code arrays as codes into the names they use (sorted when `sort`, as a full
-    read makes them), -1 kept for missing."""
+    """Both code arrays as codes into one names array, -1 kept for missing. With `sort`
+    (categories, payment methods: few names), the names used, sorted, as a full read
+    makes them. Without (products, sellers: any numbering), the old codes stay and the
+    names the new rows bring are appended (names no longer used may stay: they only cost
+    their string)."""
+    if not sort:
+        at = _positions(new_names, old_names).copy()
+        extra = at < 0
+        at[extra] = len(old_names) + np.arange(int(extra.sum()))
+        names = np.concatenate([old_names, new_names[extra]]).astype(object)
+        return np.concatenate([old_codes, _through(new_codes, at)]), names
     names = np.concatenate([old_names[_used(old_codes, len(old_names))],
                             new_names[_used(new_codes, len(new_names))]]).astype(object)
     uniq = pa.array(names, type=pa.string()).unique()
-    if sort:
-        uniq = uniq.take(pc.sort_indices(uniq))
-    lookup_old = codes_in(pa.array(old_names, type=pa.string()), uniq) if len(old_names) else np.empty(0, np.int64)
-    lookup_new = codes_in(pa.array(new_names, type=pa.string()), uniq) if len(new_names) else np.empty(0, np.int64)
-    codes = np.concatenate([_through(old_codes, lookup_old), _through(new_codes, lookup_new)])
-    return codes, uniq.to_numpy(zero_copy_only=False).astype(object)
+    uniq = uniq.take(pc.sort_indices(uniq)).to_numpy(zero_copy_only=False).astype(object)
+    lookup_old = _positions(old_names, uniq)
+    if len(uniq) == len(old_names) and np.array_equal(lookup_old, np.arange(len(old_names))):
+        old_part = old_codes  # the same names: the old codes stand
+    else:
+        old_part = _through(old_codes, lookup_old)
+    return np.concatenate([old_part, _through(new_codes, _positions(new_names, uniq))]), uniq
+
+
+def _positions(names: np.ndarray, index: np.ndarray) -> np.ndarray:
+    if not len(names):
+        return np.empty(0, dtype=np.int64)
+    return codes_in(pa.array(names, type=pa.string()), pa.array(index, type=pa.string()))
 
 
 def _used(codes: np.ndarray, n: int) -> np.ndarray:
@@ -414,8 +430,8 @@ def load_snapshot(folder: Path) -> tuple[tuple[Dataset, int] | None, str]:
     try:
         f: dict[str, Any] = {}
         for file, names in _FILES.items():
-            with pa.OSFile(str(folder / f"{file}.arrow"), "rb") as source:
-                table = pa.ipc.open_file(source).read_all()
+            # mapped, not copied: the merge reads these arrays and makes new ones
+            table = pa.ipc.open_file(pa.memory_map(str(folder / f"{file}.arrow"))).read_all()
             if (table.schema.metadata or {}).get(_TOKEN.encode()) != str(meta.get("token")).encode():
                 return None, "the snapshot was being replaced"
             for name in names:
@@ -438,9 +454,8 @@ def _to_arrow(name: str, values: Any) -> pa.Array:
 
 
 def _from_arrow(name: str, col: pa.ChunkedArray) -> Any:
+    """The column as the Dataset holds it; numbers as read-only views of the mapped file."""
     if name in ("customer_ids", "order_id"):
         return flat(col)
-    values = col.to_numpy(zero_copy_only=False)
-    if name in _STRINGS:
-        return values.astype(object)
-    return np.array(values)  # writable (the merge and the refresh may change arrays in place)
+    values = flat(col).to_numpy(zero_copy_only=False)
+    return values.astype(object) if name in _STRINGS else values
