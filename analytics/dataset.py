@@ -251,7 +251,10 @@ def order_by_time(cust: np.ndarray, at: np.ndarray, order_id: pa.ChunkedArray | 
 
 
 def flat(values: pa.ChunkedArray | pa.Array) -> pa.Array:
-    return values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+    """One Array (a single chunk as it is: combine_chunks would copy it)."""
+    if not isinstance(values, pa.ChunkedArray):
+        return values
+    return values.chunk(0) if values.num_chunks == 1 else values.combine_chunks()
 
 
 def _sorted_unique(values: pa.ChunkedArray | pa.Array) -> pa.Array:

@@ -11,13 +11,18 @@ costs a read of that day, not of the whole store.
 
 Safe by construction:
 - the watermark is taken before the read and stops below the oldest load still running
-  (a load marks its run "ok" in its own transaction, so an "ok" run's rows are all
-  visible), so rows committed during or after a read are read again next time;
+  (a load marks its run "ok" in the transaction that writes its rows, so an "ok" run's
+  rows are all visible), so rows committed during or after a read are read again next time;
 - rows no load stamped (written some other way) are always read again;
 - the merged dataset is checked against the store's own aggregates (row counts, purchases,
   deliveries, revenue: `analytics.model_store.read_fingerprint`); on any mismatch (e.g.
   rows deleted by hand), a missing, unreadable or foreign snapshot, the whole store is
-  read as before and the snapshot rewritten.
+  read as before and the snapshot rewritten;
+- the snapshot is written on a thread while the refresh goes on, into a new folder that
+  then replaces the old one; every file carries the generation's token, so a reader that
+  meets two generations (a swap while it reads) reads the store instead.
+When more than a fifth of the kept orders were touched (a reload), the whole store is
+read: it is read columnar, the touched rows row by row.
 
 Where it lives: beside a SQLite file, else (PostgreSQL) under the user's cache folder,
 or in `PULSE_SNAPSHOT_DIR` when set ("off" disables it); its name carries the store's id
