@@ -40,3 +40,24 @@ def test_store_made_by_an_older_version_opens(store_url: str) -> None:
     engine.dispose()
     engine = open_store(store_url)
     assert current_revision(engine) == head_revision()
+
+
+def test_rows_stored_before_the_load_stamps_count_as_run_0(store_url: str) -> None:
+    """Upgrading a store with data: its rows get load_run 0, so an incremental refresh does
+    not read them again and again (rows no load stamped, NULL, it always reads)."""
+    from storage.engine import make_engine
+    from storage.migrate import upgrade
+
+    engine = make_engine(store_url)
+    upgrade(engine, "0001")
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO customers (customer_id, source) VALUES ('c1', 'old')"))
+        conn.execute(text("INSERT INTO orders (order_id, customer_id, purchased_at, status, items_value, "
+                          "freight_value, n_items, source) VALUES ('o1', 'c1', '2018-01-01 10:00:00', "
+                          "'delivered', 10, 1, 1, 'old')"))
+    engine.dispose()
+    engine = open_store(store_url)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT load_run FROM orders")).scalar_one() == 0
+        assert conn.execute(text("SELECT load_run FROM customers")).scalar_one() == 0
+    engine.dispose()

@@ -17,9 +17,12 @@ TABLES = ('customers', 'orders', 'order_items', 'payments', 'reviews')
 
 
 def upgrade() -> None:
-    # rows already stored keep NULL: the next refresh reads them as changed
+    # rows stored before the stamps count as written by a run 0, before every load: the
+    # first refresh after the upgrade has no snapshot and reads them all anyway (left
+    # NULL, "not written by a load", every later refresh would read them again)
     for table in TABLES:
         op.add_column(table, sa.Column('load_run', sa.Integer(), nullable=True))
+        op.execute(f'UPDATE {table} SET load_run = 0')
         op.create_index(f'ix_{table}_load_run', table, ['load_run'], unique=False)
 
 
