@@ -70,7 +70,7 @@ class Dataset:
     review_ord: np.ndarray
     review_score: np.ndarray  # float
     review_created: np.ndarray  # int64 µs or NAT
-    listed: np.ndarray | None = None  # per customer code: in the customers table
+    listed: np.ndarray  # bool per customer code: in the customers table
     product_names: np.ndarray | None = None  # for item_product (full reads only)
     seller_names: np.ndarray | None = None
 
@@ -155,7 +155,7 @@ def read_dataset(engine: Engine, *, full: bool = True, since: int | None = None)
         # each table's arrays are taken out as it arrives and the table dropped (futures
         # popped), so the raw columns of only a few tables are held at once
         customers = later.pop("customers").result()
-        customer_ids = _sorted_unique(pa.chunked_array(
+        customer_ids = sorted_unique(pa.chunked_array(
             orders.column("customer_id").chunks + customers.column("customer_id").chunks,
             type=pa.string()))
         cust = codes_in(orders.column("customer_id"), customer_ids)
@@ -257,14 +257,15 @@ def flat(values: pa.ChunkedArray | pa.Array) -> pa.Array:
     return values.chunk(0) if values.num_chunks == 1 else values.combine_chunks()
 
 
-def _sorted_unique(values: pa.ChunkedArray | pa.Array) -> pa.Array:
+def sorted_unique(values: pa.ChunkedArray | pa.Array) -> pa.Array:
+    """The distinct non-null values, sorted."""
     uniq = flat(pc.unique(values).drop_null()) if len(values) else pa.array([], pa.string())
     return uniq.take(pc.sort_indices(uniq))
 
 
 def sorted_codes(values: pa.ChunkedArray | pa.Array) -> tuple[pa.Array, np.ndarray]:
     """(distinct non-null values sorted, code of each value in them; -1 for null)."""
-    uniq = _sorted_unique(values)
+    uniq = sorted_unique(values)
     return uniq, codes_in(values, uniq)
 
 

@@ -18,11 +18,12 @@ import datetime as dt
 import hashlib
 import io
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import joblib
-from sqlalchemy import Engine, case, func, select
+from sqlalchemy import Connection, Engine, Table, case, func, select
 
 from storage import schema
 from storage.store import NON_PURCHASE_STATUSES, set_meta
@@ -55,6 +56,11 @@ class DataFingerprint:
         return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def row_counts(conn: Connection, tables: Sequence[Table]) -> dict[str, int]:
+    """Rows per table (by name)."""
+    return {t.name: int(conn.execute(select(func.count()).select_from(t)).scalar()) for t in tables}
+
+
 def read_fingerprint(engine: Engine) -> DataFingerprint:
     """The aggregates behind both fingerprints (this module's hash and the refresh's summary).
 
@@ -63,8 +69,7 @@ def read_fingerprint(engine: Engine) -> DataFingerprint:
     """
     orders = schema.orders
     with engine.connect() as conn:
-        counts = {t.name: int(conn.execute(select(func.count()).select_from(t)).scalar())
-                  for t in schema.CANONICAL_TABLES}
+        counts = row_counts(conn, schema.CANONICAL_TABLES)
         lo, hi, revenue, purchases, delivered = conn.execute(select(
             func.min(orders.c.purchased_at), func.max(orders.c.purchased_at),
             func.sum(orders.c.items_value + orders.c.freight_value),

@@ -41,7 +41,7 @@ import tempfile
 import threading
 import time
 import uuid
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -57,9 +57,10 @@ from analytics.dataset import (
     flat,
     order_by_time,
     read_dataset,
+    sorted_unique,
     touched_orders,
 )
-from analytics.model_store import DataFingerprint
+from analytics.model_store import DataFingerprint, row_counts
 from storage import schema
 from storage.store import get_meta, set_meta
 
@@ -100,8 +101,7 @@ class ReadReport:
     watermark: int  # the snapshot now holds every load up to this run
 
     def to_dict(self) -> dict[str, Any]:
-        return {"mode": self.mode, "reason": self.reason, "orders_read": self.orders_read,
-                "watermark": self.watermark}
+        return asdict(self)
 
 
 def read_with_snapshot(engine: Engine, fingerprint: DataFingerprint | None = None, *,
@@ -168,11 +168,11 @@ def merge(old: Dataset, new: Dataset) -> Dataset:
     old_used[old.cust[keep]] = True
     new_used = np.zeros(new.n_customers, dtype=bool)
     new_used[new.cust] = True
-    old_listed = _listed(old)
-    new_listed = _listed(new)
+    old_listed, new_listed = old.listed, new.listed
     # the old snapshot's listed customers stay listed (loads never delete customers)
-    ids = _sorted_union(old.customer_ids.filter(pa.array(old_used | old_listed)),
-                        new.customer_ids.filter(pa.array(new_used | new_listed)))
+    ids = sorted_unique(pa.chunked_array([old.customer_ids.filter(pa.array(old_used | old_listed)),
+                                          new.customer_ids.filter(pa.array(new_used | new_listed))],
+                                         type=pa.string()))
     old_at = codes_in(old.customer_ids, ids)
     new_at = codes_in(new.customer_ids, ids)
 
@@ -266,8 +266,7 @@ def _recode(old_codes: np.ndarray, old_names: np.ndarray, new_codes: np.ndarray,
         return np.concatenate([old_codes, _through(new_codes, at)]), names
     names = np.concatenate([old_names[_used(old_codes, len(old_names))],
                             new_names[_used(new_codes, len(new_names))]]).astype(object)
-    uniq = pa.array(names, type=pa.string()).unique()
-    uniq = uniq.take(pc.sort_indices(uniq)).to_numpy(zero_copy_only=False).astype(object)
+    uniq = sorted_unique(pa.array(names, type=pa.string())).to_numpy(zero_copy_only=False).astype(object)
     lookup_old = _positions(old_names, uniq)
     if len(uniq) == len(old_names) and np.array_equal(lookup_old, np.arange(len(old_names))):
         old_part = old_codes  # the same names: the old codes stand
@@ -293,25 +292,13 @@ def _through(codes: np.ndarray, lookup: np.ndarray) -> np.ndarray:
     return out
 
 
-def _listed(data: Dataset) -> np.ndarray:
-    if data.listed is None:
-        raise ValueError("the dataset does not say which customers are listed")
-    return data.listed
-
-
-def _sorted_union(a: pa.Array, b: pa.Array) -> pa.Array:
-    both = pa.concat_arrays([a.cast(pa.string()), b.cast(pa.string())])
-    uniq = both.unique()
-    return uniq.take(pc.sort_indices(uniq))
-
-
 # --- checking -------------------------------------------------------------------------------
 
 
 def check(data: Dataset, expected: DataFingerprint | dict[str, int]) -> str | None:
     """What in `data` disagrees with the store's aggregates (None when nothing)."""
     counts = expected.counts if isinstance(expected, DataFingerprint) else expected
-    got = {"orders": len(data.cust), "customers": int(_listed(data).sum())}
+    got = {"orders": len(data.cust), "customers": int(data.listed.sum())}
     for table, n in got.items():
         if counts.get(table) != n:
             return f"{table}: {n:,} in the snapshot, {counts.get(table):,} in the store"
@@ -331,8 +318,7 @@ def check(data: Dataset, expected: DataFingerprint | dict[str, int]) -> str | No
 
 def _counts(engine: Engine) -> dict[str, int]:
     with engine.connect() as conn:
-        return {t.name: int(conn.execute(select(func.count()).select_from(t)).scalar())
-                for t in (schema.orders, schema.customers)}
+        return row_counts(conn, (schema.orders, schema.customers))
 
 
 # --- on disk ----------------------------------------------------------------------------------
