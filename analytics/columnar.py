@@ -43,6 +43,7 @@ import pyarrow.csv as pacsv
 from sqlalchemy import Engine
 
 from analytics.columnar_worker import as_codes, conform, read_to_file, with_positions
+from storage.engine import unmapped
 
 try:  # optional: the fast path on SQLite
     import adbc_driver_sqlite as _adbc
@@ -210,7 +211,7 @@ def _sqlite_dbapi(engine: Engine, cols: Sequence[Col], tail: str, args: list,
                   schema: pa.Schema) -> pa.Table:
     # CAST: SQLite's values are dynamically typed; one type per column for Arrow
     sql = "SELECT " + ", ".join(f'CAST({c.sql} AS {_SQLITE_CAST[c.kind]}) AS "{c.name}"' for c in cols) + tail
-    with engine.connect() as conn:
+    with unmapped(engine) as conn:
         cur = conn.connection.driver_connection.cursor()
         try:
             rows = cur.execute(sql, args).fetchall()

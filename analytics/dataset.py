@@ -31,6 +31,7 @@ from sqlalchemy import Engine, text
 
 from analytics.columnar import Col, SharedKeys, start_read
 from analytics.columnar_worker import positions_in
+from storage.engine import unmapped
 from storage.store import NON_PURCHASE_STATUSES
 
 NAT = np.iinfo(np.int64).min
@@ -102,7 +103,7 @@ def touched_orders(engine: Engine, since: int) -> int:
     """How many orders loads after run `since` touched (what `read_dataset(since=)` reads)."""
     _, touched = changed_since(since)
     sql = f"SELECT count(*) FROM orders WHERE {touched}"
-    with engine.connect() as conn:
+    with unmapped(engine) as conn:
         return int(conn.execute(text(sql), {"since": int(since)}).scalar() or 0)
 
 

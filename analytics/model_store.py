@@ -26,6 +26,7 @@ import joblib
 from sqlalchemy import Connection, Engine, Table, case, func, select
 
 from storage import schema
+from storage.engine import unmapped
 from storage.store import NON_PURCHASE_STATUSES, set_meta
 
 M = schema.models
@@ -68,7 +69,7 @@ def read_fingerprint(engine: Engine) -> DataFingerprint:
     aggregate queries, not a read of the data.
     """
     orders = schema.orders
-    with engine.connect() as conn:
+    with unmapped(engine) as conn:
         counts = row_counts(conn, schema.CANONICAL_TABLES)
         lo, hi, revenue, purchases, delivered = conn.execute(select(
             func.min(orders.c.purchased_at), func.max(orders.c.purchased_at),

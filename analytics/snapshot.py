@@ -41,7 +41,7 @@ import tempfile
 import threading
 import time
 import uuid
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +62,7 @@ from analytics.dataset import (
 )
 from analytics.model_store import DataFingerprint, row_counts
 from storage import schema
+from storage.engine import unmapped
 from storage.store import get_meta, set_meta
 
 log = logging.getLogger(__name__)
@@ -121,12 +122,15 @@ def read_with_snapshot(engine: Engine, fingerprint: DataFingerprint | None = Non
     data: Dataset | None = None
     if kept is not None and kept[1] > watermark:
         why = "the snapshot is newer than the store's loads"
-    elif kept is not None and (touched := touched_orders(engine, kept[1])) > MOST * len(kept[0].cust):
+    elif kept is not None and (touched := touched_orders(engine, kept[1])) > MOST * kept[0].n_orders:
         why = f"{touched:,} orders touched since run {kept[1]}: reading them all is quicker"
     elif kept is not None:
         delta = read_dataset(engine, since=kept[1])
+        why = None
         try:
             data = merge(kept[0], delta)
+        except SnapshotUnreadable as exc:  # a file damaged, or swapped while read
+            data, why = None, str(exc)
         except (ValueError, IndexError, KeyError, pa.ArrowException) as exc:
             # a snapshot that does not fit the store's rows: read it all instead of failing
             data, mismatch = None, f"{type(exc).__name__}: {exc}"
@@ -138,7 +142,7 @@ def read_with_snapshot(engine: Engine, fingerprint: DataFingerprint | None = Non
             if len(delta.cust) or len(delta.customer_ids) or kept[1] != watermark:
                 _save_in_background(folder, data, watermark)
             return data, report
-        data, why = None, f"the snapshot does not match the store ({mismatch})"
+        data, why = None, why or f"the snapshot does not match the store ({mismatch})"
         del kept, delta
     data = read_dataset(engine)
     _save_in_background(folder, data, watermark)
@@ -157,60 +161,65 @@ def current_watermark(engine: Engine) -> int:
 # --- merging ------------------------------------------------------------------------------
 
 
-def merge(old: Dataset, new: Dataset) -> Dataset:
+def merge(old: Dataset | SnapshotFiles, new: Dataset) -> Dataset:
     """`old` with the orders of `new` (read with `since`) in place of its rows of the same
     order_id, their lines, payments and reviews with them, and the customers of `new` as
     listed there: the dataset a full read would give (the lines, payments and reviews in
-    another row order)."""
-    replaced = pc.is_in(old.order_id, value_set=flat(new.order_id)).to_numpy(zero_copy_only=False)
+    another row order). A kept snapshot is merged file by file, each file's mapping let go
+    once merged, so the old and the merged dataset are never all in memory at once."""
+    files = old if isinstance(old, SnapshotFiles) else _InMemory(old)
+    c = files.fields("customers")
+    o = files.fields("orders")
+    replaced = pc.is_in(o["order_id"], value_set=flat(new.order_id)).to_numpy(zero_copy_only=False)
     keep = ~replaced
-    old_used = np.zeros(old.n_customers, dtype=bool)
-    old_used[old.cust[keep]] = True
+    old_used = np.zeros(len(c["customer_ids"]), dtype=bool)
+    old_used[o["cust"][keep]] = True
     new_used = np.zeros(new.n_customers, dtype=bool)
     new_used[new.cust] = True
-    old_listed, new_listed = old.listed, new.listed
+    old_listed, new_listed = c["listed"], new.listed
     # the old snapshot's listed customers stay listed (loads never delete customers)
-    ids = sorted_unique(pa.chunked_array([old.customer_ids.filter(pa.array(old_used | old_listed)),
+    ids = sorted_unique(pa.chunked_array([c["customer_ids"].filter(pa.array(old_used | old_listed)),
                                           new.customer_ids.filter(pa.array(new_used | new_listed))],
                                          type=pa.string()))
-    old_at = codes_in(old.customer_ids, ids)
+    old_at = codes_in(c["customer_ids"], ids)
     new_at = codes_in(new.customer_ids, ids)
 
     listed = np.zeros(len(ids), dtype=bool)
     state = np.full(len(ids), None, dtype=object)
     region = np.full(len(ids), None, dtype=object)
-    for src, at, is_listed in ((old, old_at, old_listed), (new, new_at, new_listed)):
-        rows = np.flatnonzero(is_listed)
+    for src, at in ((c, old_at), ({"listed": new.listed, "state": new.state, "region": new.region}, new_at)):
+        rows = np.flatnonzero(src["listed"])
         listed[at[rows]] = True
-        state[at[rows]] = src.state[rows]
-        region[at[rows]] = src.region[rows]
+        state[at[rows]] = src["state"][rows]
+        region[at[rows]] = src["region"][rows]
+    del c
 
-    cust = np.concatenate([old_at[old.cust[keep]], new_at[new.cust]])
-    purchased = np.concatenate([old.purchased[keep], new.purchased])
-    order_id = pa.concat_arrays([flat(old.order_id).filter(pa.array(keep)), flat(new.order_id)])
+    cust = np.concatenate([old_at[o["cust"][keep]], new_at[new.cust]])
+    purchased = np.concatenate([o["purchased"][keep], new.purchased])
+    order_id = pa.concat_arrays([flat(o["order_id"]).filter(pa.array(keep)), flat(new.order_id)])
     n_kept = int(keep.sum())
     rows = _merged_order(cust, purchased, order_id, n_kept, len(ids))
     row_of = np.empty(len(rows), dtype=np.int64)  # concatenated position -> merged row
     row_of[rows] = np.arange(len(rows))
-    old_row = np.full(len(old.cust), -1, dtype=np.int64)
+    old_row = np.full(len(o["cust"]), -1, dtype=np.int64)
     old_row[keep] = row_of[:n_kept]
     new_row = row_of[n_kept:]
-
-    def orders(field: str) -> np.ndarray:
-        return np.concatenate([getattr(old, field)[keep], getattr(new, field)])[rows]
+    del row_of
 
     f: dict[str, Any] = {
         "customer_ids": ids, "state": state, "region": region, "listed": listed,
         "order_id": order_id.take(pa.array(rows)), "cust": cust[rows], "purchased": purchased[rows],
-        **{name: orders(name) for name in ("purchase", "items_value", "freight_value", "delivered",
-                                            "estimated")},
     }
-    f.update(_children(old, new, old_row, new_row, "item_ord", {
+    for name in ("purchase", "items_value", "freight_value", "delivered", "estimated"):
+        f[name] = np.concatenate([o[name][keep], getattr(new, name)])[rows]
+    del o, order_id, cust, purchased
+    f.update(_children(files, "items", new, old_row, new_row, "item_ord", {
         "item_category": "category_names", "item_product": "product_names", "item_seller": "seller_names",
     }, ("item_quantity", "item_price", "item_freight")))
-    f.update(_children(old, new, old_row, new_row, "pay_ord", {"pay_method": "method_names"},
+    f.update(_children(files, "payments", new, old_row, new_row, "pay_ord", {"pay_method": "method_names"},
                        ("pay_installments", "pay_value")))
-    f.update(_children(old, new, old_row, new_row, "review_ord", {}, ("review_score", "review_created")))
+    f.update(_children(files, "reviews", new, old_row, new_row, "review_ord", {},
+                       ("review_score", "review_created")))
     return Dataset(**f)
 
 
@@ -236,18 +245,20 @@ def _merged_order(cust: np.ndarray, purchased: np.ndarray, order_id: pa.Array, n
     return rows
 
 
-def _children(old: Dataset, new: Dataset, old_row: np.ndarray, new_row: np.ndarray, ord_field: str,
-              coded: dict[str, str], plain: tuple[str, ...]) -> dict[str, Any]:
+def _children(files: SnapshotFiles | _InMemory, file: str, new: Dataset, old_row: np.ndarray,
+              new_row: np.ndarray, ord_field: str, coded: dict[str, str],
+              plain: tuple[str, ...]) -> dict[str, Any]:
     """One child table merged: the old rows of kept orders, then the new rows."""
-    old_ord = old_row[getattr(old, ord_field)]
+    old = files.fields(file)
+    old_ord = old_row[old[ord_field]]
     keep = old_ord >= 0
     out: dict[str, Any] = {ord_field: np.concatenate([old_ord[keep], new_row[getattr(new, ord_field)]])}
     for name in plain:
-        out[name] = np.concatenate([getattr(old, name)[keep], getattr(new, name)])
+        out[name] = np.concatenate([old[name][keep], getattr(new, name)])
     for name, names_field in coded.items():
         out[name], out[names_field] = _recode(
-            getattr(old, name)[keep], getattr(old, names_field), getattr(new, name), getattr(new, names_field),
-            sort=names_field in ("category_names", "method_names"))
+            old[name][keep], files.fields(names_field)[names_field], getattr(new, name),
+            getattr(new, names_field), sort=names_field in ("category_names", "method_names"))
     return out
 
 
@@ -317,7 +328,7 @@ def check(data: Dataset, expected: DataFingerprint | dict[str, int]) -> str | No
 
 
 def _counts(engine: Engine) -> dict[str, int]:
-    with engine.connect() as conn:
+    with unmapped(engine) as conn:
         return row_counts(conn, (schema.orders, schema.customers))
 
 
@@ -409,8 +420,57 @@ def save_snapshot(folder: Path, data: Dataset, watermark: int) -> bool:
     return True
 
 
-def load_snapshot(folder: Path) -> tuple[tuple[Dataset, int] | None, str]:
-    """(the kept dataset and its watermark, or None; why not)."""
+class SnapshotUnreadable(ValueError):
+    """A kept snapshot's file could not be read, or is of another generation."""
+
+
+class SnapshotFiles:
+    """A kept snapshot: its files, each opened (memory-mapped, not copied) when asked for;
+    one that cannot be read, or is of another generation than the meta's (a swap while
+    reading), raises SnapshotUnreadable."""
+
+    def __init__(self, folder: Path, token: str):
+        self.folder = folder
+        self.token = token
+
+    def _table(self, file: str) -> pa.Table:
+        try:
+            table = pa.ipc.open_file(pa.memory_map(str(self.folder / f"{file}.arrow"))).read_all()
+        except (OSError, pa.ArrowException) as exc:
+            raise SnapshotUnreadable(f"the snapshot could not be read ({exc})") from exc
+        if (table.schema.metadata or {}).get(_TOKEN.encode()) != self.token.encode():
+            raise SnapshotUnreadable("the snapshot was being replaced")
+        return table
+
+    def fields(self, file: str) -> dict[str, Any]:
+        """The Dataset fields `file` holds, as the Dataset holds them."""
+        table = self._table(file)
+        try:
+            return {name: _from_arrow(name, table.column(name)) for name in _FILES[file]}
+        except (KeyError, pa.ArrowException) as exc:
+            raise SnapshotUnreadable(f"the snapshot could not be read ({exc})") from exc
+
+    @property
+    def n_orders(self) -> int:
+        return self._table("orders").num_rows  # the files' metadata only
+
+    def dataset(self) -> Dataset:
+        """Every file read into one Dataset."""
+        return Dataset(**{k: v for file in _FILES for k, v in self.fields(file).items()})
+
+
+class _InMemory:
+    """A Dataset seen file by file, as `SnapshotFiles` sees a kept one."""
+
+    def __init__(self, data: Dataset):
+        self.data = data
+
+    def fields(self, file: str) -> dict[str, Any]:
+        return {name: getattr(self.data, name) for name in _FILES[file]}
+
+
+def load_snapshot(folder: Path) -> tuple[tuple[SnapshotFiles, int] | None, str]:
+    """(the kept snapshot's files and its watermark, or None; why not)."""
     wait_for_saves()
     try:
         meta = json.loads((folder / "meta.json").read_text())
@@ -418,22 +478,12 @@ def load_snapshot(folder: Path) -> tuple[tuple[Dataset, int] | None, str]:
         return None, "no snapshot yet"
     if meta.get("format") != FORMAT:
         return None, "the snapshot is of another version"
+    files = SnapshotFiles(folder, str(meta.get("token")))
     try:
-        f: dict[str, Any] = {}
-        for file, names in _FILES.items():
-            # mapped, not copied: the merge reads these arrays and makes new ones
-            table = pa.ipc.open_file(pa.memory_map(str(folder / f"{file}.arrow"))).read_all()
-            if (table.schema.metadata or {}).get(_TOKEN.encode()) != str(meta.get("token")).encode():
-                return None, "the snapshot was being replaced"
-            for name in names:
-                f[name] = _from_arrow(name, table.column(name))
-        data = Dataset(**f)
-    except (OSError, KeyError, pa.ArrowException) as exc:
-        return None, f"the snapshot could not be read ({exc})"
-    missing = [x.name for x in fields(Dataset) if getattr(data, x.name) is None]
-    if missing:
-        return None, f"the snapshot lacks {', '.join(missing)}"
-    return (data, int(meta["watermark"])), ""
+        files.n_orders  # noqa: B018 - opens one file: a damaged or replaced one shows here
+    except SnapshotUnreadable as exc:
+        return None, str(exc)
+    return (files, int(meta["watermark"])), ""
 
 
 def _to_arrow(name: str, values: Any) -> pa.Array:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 
 DEFAULT_URL = "sqlite:///pulse.db"
+MMAP_BYTES = 1 << 30
 
 
 def normalise_url(url: str) -> str:
@@ -38,7 +41,7 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:  # noqa: ANN001 - DB-API conne
         "PRAGMA journal_mode=WAL",
         "PRAGMA synchronous=NORMAL",
         "PRAGMA foreign_keys=ON",
-        "PRAGMA mmap_size=1073741824",
+        f"PRAGMA mmap_size={MMAP_BYTES}",
         "PRAGMA cache_size=-262144",
         "PRAGMA temp_store=MEMORY",
         "PRAGMA busy_timeout=60000",
@@ -49,3 +52,22 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:  # noqa: ANN001 - DB-API conne
 
 def is_sqlite(engine: Engine) -> bool:
     return engine.dialect.name == "sqlite"
+
+
+@contextmanager
+def unmapped(engine: Engine) -> Iterator[Connection]:
+    """A connection whose SQLite reads go through SQLite's own (bounded) page cache, not
+    the memory-mapped file: for scans of big tables and scattered probes, whose every
+    page touched would otherwise count in the process's resident memory (the kernel maps
+    pages around each one too), up to the whole mapped size."""
+    with engine.connect() as conn:
+        if engine.dialect.name != "sqlite":
+            yield conn
+            return
+        raw = conn.connection.driver_connection
+        raw.execute("PRAGMA mmap_size=0")
+        try:
+            yield conn
+        finally:
+            raw.execute("PRAGMA shrink_memory")  # the pages read stay with the OS's cache only
+            raw.execute(f"PRAGMA mmap_size={MMAP_BYTES}")

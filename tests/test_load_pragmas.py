@@ -58,3 +58,16 @@ def test_refused_load_restores_the_settings(tmp_path: Path, sqlite_url: str) -> 
         load_path(engine, tmp_path / "data", "olist")
     assert _settings(engine) == STORE_SETTINGS
     engine.dispose()
+
+
+def test_unmapped_reads_leave_the_store_settings_as_they_were(sqlite_url: str) -> None:
+    from storage.engine import unmapped
+
+    engine = open_store(sqlite_url)
+    before = _settings(engine)
+    with unmapped(engine) as conn:
+        assert int(conn.exec_driver_sql("PRAGMA mmap_size").scalar()) == 0
+        assert conn.exec_driver_sql("SELECT count(*) FROM orders").scalar() == 0
+    with pytest.raises(ZeroDivisionError), unmapped(engine):
+        raise ZeroDivisionError
+    assert _settings(engine) == before == STORE_SETTINGS

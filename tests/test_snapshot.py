@@ -111,7 +111,7 @@ def test_second_load_is_read_incrementally_and_equals_a_full_read(store: Engine,
     assert_same(again, full)
     kept, _ = load_snapshot(snapshot_folder(store))
     assert kept is not None and kept[1] == 2
-    assert_same(kept[0], full)
+    assert_same(kept[0].dataset(), full)
 
 
 def _tables(engine: Engine) -> dict[str, pd.DataFrame]:
