@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -49,50 +50,73 @@ GEO = ["state", "region"]
 FREIGHT_BANDS = 5  # delivery_report's default
 
 
+@dataclass(frozen=True)
+class ComputedFacts:
+    """The `agg_*` tables' rows (by table name) and the weekly KPIs for one as-of date,
+    ready to be written; `seconds` it took to compute them."""
+
+    as_of: dt.date
+    frames: dict[str, pd.DataFrame]
+    weekly: dict[str, dict[str, list]]
+    seconds: float
+
+
+def compute_all_facts(data: Dataset, as_of: dt.date, segments: pd.DataFrame) -> ComputedFacts:
+    """Every fact `build_facts` writes, from the dataset alone (no store): the refresh runs
+    it on a thread beside its clusters and scorers. `segments`: customer_id and segment."""
+    started = time.perf_counter()
+    frames = _frames(data, as_of, segments)
+    return ComputedFacts(as_of, frames, weekly_facts(data, as_of), time.perf_counter() - started)
+
+
 def build_facts(engine: Engine, as_of: dt.date, conn: Connection | None = None, *,
-                dataset: Dataset | None = None, segments: pd.DataFrame | None = None) -> dict[str, int]:
+                dataset: Dataset | None = None, segments: pd.DataFrame | None = None,
+                computed: ComputedFacts | None = None) -> dict[str, int]:
     """Rebuild the `agg_*` tables for `as_of` and record it in meta "facts".
 
     Runs in `conn`'s transaction when given (the refresh's, so the facts appear together
     with the features and scores they match), else in a transaction of its own. `dataset`:
     the store already read (`analytics.dataset`); `segments`: customer_id and segment of
-    the scores being written (else read from `customer_scores`). Returns the rows written
+    the scores being written (else read from `customer_scores`); `computed`: the facts
+    already computed (`compute_all_facts`), only written here. Returns the rows written
     per table.
     """
     started = time.perf_counter()
-    if dataset is None:  # read before the write transaction starts
+    if computed is None and dataset is None:  # read before the write transaction starts
         dataset = read_dataset(engine, full=False)
     if conn is None:
         with engine.begin() as own:
-            return build_facts(engine, as_of, own, dataset=dataset, segments=segments)
-    frames = compute_facts(conn, as_of, dataset, segments)
-    writer = BulkWriter(conn)
-    counts = {}
+            return build_facts(engine, as_of, own, dataset=dataset, segments=segments, computed=computed)
+    if computed is None:
+        if segments is None:
+            segments = _read(conn, select(SCO.c.customer_id, SCO.c.segment))
+        computed = compute_all_facts(dataset, as_of, segments)
+    elif computed.as_of != as_of:
+        raise ValueError(f"facts computed for {computed.as_of}, asked to write them for {as_of}")
     for table in schema.FACT_TABLES:
         conn.execute(table.delete())
-        frame = frames[table.name]
-        counts[table.name] = writer.insert(table, frame) if len(frame) else 0
+    writer = BulkWriter(conn)
+    counts = {}
+    with writer.overlapped():  # SQLite inserts one batch while the next one's rows are made
+        for table in schema.FACT_TABLES:
+            frame = computed.frames[table.name]
+            counts[table.name] = writer.insert(table, frame) if len(frame) else 0
     set_meta(conn, FACTS_META, {
-        "as_of": as_of.isoformat(), WEEKLY_FACTS: weekly_facts(dataset, as_of), "heavy_ratio": DEFAULT_HEAVY_RATIO,
+        "as_of": as_of.isoformat(), WEEKLY_FACTS: computed.weekly, "heavy_ratio": DEFAULT_HEAVY_RATIO,
         "freight_bands": FREIGHT_BANDS, "top_shares": list(TOP_SHARES),
         "built_at": dt.datetime.now().isoformat(timespec="seconds"),
-        "seconds": round(time.perf_counter() - started, 3), "rows": counts,
+        "seconds": round(computed.seconds + time.perf_counter() - started, 3), "rows": counts,
     })
     return counts
 
 
-def compute_facts(conn: Connection, as_of: dt.date, dataset: Dataset | None = None,
-                  segments: pd.DataFrame | None = None) -> dict[str, pd.DataFrame]:
-    """The `agg_*` tables' rows for `as_of`, as DataFrames keyed by table name."""
-    data = dataset if dataset is not None else read_dataset(conn.engine, full=False)
+def _frames(data: Dataset, as_of: dt.date, segments: pd.DataFrame) -> dict[str, pd.DataFrame]:
     orders = _purchases(data, as_of)
     if orders.empty:  # nothing bought by as_of: every table is empty
         return {t.name: _conform(pd.DataFrame(), t) for t in schema.FACT_TABLES}
     created = data.review_created
     recent = (created == NAT) | (created < to_micros(end_of_day(as_of)))
     reviews = pd.DataFrame({"order_id": data.review_ord[recent], "score": data.review_score[recent]})
-    if segments is None:
-        segments = _read(conn, select(SCO.c.customer_id, SCO.c.segment))
     seg_code = codes_in(pa.array(segments["customer_id"].astype(object).to_numpy(), pa.string()),
                         data.customer_ids)
     segments = pd.DataFrame({"customer_id": seg_code, "segment": segments["segment"].to_numpy()})

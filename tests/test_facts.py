@@ -16,8 +16,9 @@ from conftest import copy_store
 from sqlalchemy import Engine, func, select
 
 from analytics.cohorts import cohort_retention
+from analytics.dataset import read_dataset
 from analytics.delivery import delivery_report
-from analytics.facts import build_facts
+from analytics.facts import build_facts, compute_all_facts
 from analytics.filters import FACTS_META, facts_meta
 from analytics.finance import finance_report
 from analytics.kpis import overview
@@ -156,6 +157,26 @@ def test_refresh_writes_facts_in_its_transaction(default_store_url) -> None:
     assert_same(dataclasses.replace(before, by_segment=None, segments_as_of=None),
                 dataclasses.replace(after, by_segment=None, segments_as_of=None))
     assert after.by_segment["customers"].sum() > 0
+
+    # the facts the refresh computed on its thread are those build_facts makes on its own
+    # (from the store read again and the segments as written)
+    def facts_tables() -> dict[str, pd.DataFrame]:
+        with engine.connect() as conn:
+            return {t.name: _sorted(pd.read_sql(select(t), conn)) for t in schema.FACT_TABLES}
+
+    by_refresh = facts_tables()
+    assert sum(map(len, by_refresh.values())) > 0
+    build_facts(engine, AS_OF_SHOP)
+    for name, frame in facts_tables().items():
+        pd.testing.assert_frame_equal(frame, by_refresh[name], obj=name)
+    computed = compute_all_facts(read_dataset(engine, full=False), AS_OF_SHOP,
+                                 pd.DataFrame({"customer_id": [], "segment": []}))
+    with pytest.raises(ValueError, match="computed for"):
+        build_facts(engine, dt.date(2024, 1, 31), computed=computed)
+
+
+def _sorted(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.sort_values(list(frame.columns), ignore_index=True, na_position="first")
 
 
 @pytest.mark.realdata
