@@ -88,9 +88,13 @@ def features_of(data: Dataset, as_of: dt.date) -> pd.DataFrame:
     with np.errstate(invalid="ignore", divide="ignore"):
         late_share = np.where(n_delivered > 0, n_late / n_delivered, np.nan)
 
+    # the order-level arrays go before the line-level ones come (peak memory at 10M orders)
+    del cust_all, items_value, freight_value, revenue_each, bought, delivered, estimated, has_delivery, late
+
     # customer (new code) of each order row; -1 outside the scope
     row_cust = np.full(len(data.cust), -1, dtype=np.int64)
     row_cust[scope] = cust
+    del cust, scope
     items, categories, top_category = _item_features(data, row_cust, n)
     avg_installments = _installments(data, row_cust, n)
     rc = row_cust[data.review_ord]

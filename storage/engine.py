@@ -11,6 +11,7 @@ from sqlalchemy.engine import make_url
 
 DEFAULT_URL = "sqlite:///pulse.db"
 MMAP_BYTES = 1 << 30
+UNMAPPED_CACHE_KIB = -16384  # 16 MiB (negative: KiB, as PRAGMA cache_size takes it)
 
 
 def normalise_url(url: str) -> str:
@@ -65,9 +66,14 @@ def unmapped(engine: Engine) -> Iterator[Connection]:
             yield conn
             return
         raw = conn.connection.driver_connection
+        cache = raw.execute("PRAGMA cache_size").fetchone()[0]
+        # a small cache: several such reads run at once, each on its own connection, and
+        # the pages they read stay in the OS's page cache anyway
+        raw.execute(f"PRAGMA cache_size={UNMAPPED_CACHE_KIB}")
         raw.execute("PRAGMA mmap_size=0")
         try:
             yield conn
         finally:
-            raw.execute("PRAGMA shrink_memory")  # the pages read stay with the OS's cache only
+            raw.execute("PRAGMA shrink_memory")
+            raw.execute(f"PRAGMA cache_size={int(cache)}")
             raw.execute(f"PRAGMA mmap_size={MMAP_BYTES}")
