@@ -20,6 +20,7 @@ from analytics.snapshot import (
     SNAPSHOT_ENV,
     current_watermark,
     load_snapshot,
+    merge,
     read_with_snapshot,
     snapshot_folder,
     wait_for_saves,
@@ -169,6 +170,16 @@ def test_a_reload_of_everything_reads_the_whole_store(store: Engine, batches) ->
     assert (report.mode, report.orders_read) == ("full", 1_500)
     assert report.reason == "1,500 orders touched since run 1: reading them all is quicker"
     assert_same(data, read_dataset(store))
+    # merged anyway, every kept row replaced (none kept) or none touched, from the snapshot's
+    # files as from a dataset in memory: what a full read gives
+    wait_for_saves()
+    files, run = load_snapshot(snapshot_folder(store))[0]
+    assert run == 2
+    everything = read_dataset(store, since=0)
+    assert len(everything.cust) == 1_500
+    for old in (files, files.dataset()):
+        assert_same(merge(old, everything), data)
+        assert_same(merge(old, read_dataset(store, since=run)), data)
 
 
 def test_unstamped_rows_are_always_read_again(store: Engine, batches) -> None:
@@ -262,4 +273,7 @@ def test_new_rows_are_slotted_in_as_a_full_sort_would_put_them() -> None:
         kept = order_by_time(cust[:n_kept], at[:n_kept], ids[:n_kept])
         order = np.concatenate([kept, np.arange(n_kept, n_kept + n_new)])
         cust, at, ids = cust[order], at[order], ids.take(pa.array(order))
-        assert np.array_equal(_merged_order(cust, at, ids, n_kept, 60), order_by_time(cust, at, ids))
+        def ids_at(positions: np.ndarray, ids: pa.Array = ids) -> pa.Array:
+            return ids.take(pa.array(positions, type=pa.int64()))
+
+        assert np.array_equal(_merged_order(cust, at, ids_at, n_kept, 60), order_by_time(cust, at, ids))
