@@ -43,7 +43,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from functools import partial
+from functools import cached_property, partial
 from pathlib import Path
 from typing import Any
 
@@ -487,7 +487,7 @@ class SnapshotFiles:
         except (KeyError, pa.ArrowException) as exc:
             raise SnapshotUnreadable(f"the snapshot could not be read ({exc})") from exc
 
-    @property
+    @cached_property
     def n_orders(self) -> int:
         return self._table("orders").num_rows  # the files' metadata only
 
