@@ -44,7 +44,7 @@ from sqlalchemy import Engine, func, select
 
 from analytics.periods import day_number, end_of_day, month_is_partial
 from storage import schema
-from storage.store import get_meta
+from storage.store import current_watermark, get_meta
 
 ORD = schema.orders
 
@@ -170,6 +170,30 @@ def stored_as_of(engine: Engine) -> AsOf | None:
     """The as-of of the last refresh (from `meta`), or None before the first refresh."""
     data = get_meta(engine, "as_of")
     return AsOf.from_dict(data) if data else None
+
+
+def current_as_of(engine: Engine, fixed: dt.date | None = None,
+                  today: dt.date | None = None) -> AsOf:
+    """`resolve_as_of`'s answer, taken from the last refresh when it still holds: no load
+    has finished since that refresh read the store, the refresh used the same rule
+    (`fixed` or not, and the same date when fixed) and, for current data, it ran today.
+    Saves the scan of the daily order counts (3 s at ten million orders) that resolving
+    would repeat on data that has not changed."""
+    stored = stored_as_of(engine)
+    if stored is not None and _still_holds(engine, stored, fixed, today or dt.date.today()):
+        return stored
+    return resolve_as_of(engine, fixed=fixed, today=today)
+
+
+def _still_holds(engine: Engine, stored: AsOf, fixed: dt.date | None, today: dt.date) -> bool:
+    if fixed is not None:
+        same_rule = stored.mode == "fixed" and stored.date == fixed
+    else:
+        same_rule = stored.mode == "auto" or (stored.mode == "today" and stored.date == today)
+    if not same_rule:
+        return False
+    read = (get_meta(engine, "refresh") or {}).get("read") or {}
+    return read.get("watermark") is not None and read["watermark"] == current_watermark(engine)
 
 
 def _make(date: dt.date, mode: str, reason: str, data_start: dt.date | None,

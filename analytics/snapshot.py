@@ -50,7 +50,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine
 
 from analytics.dataset import (
     NAT,
@@ -65,7 +65,7 @@ from analytics.dataset import (
 from analytics.model_store import DataFingerprint, row_counts
 from storage import schema
 from storage.engine import unmapped
-from storage.store import get_meta, set_meta
+from storage.store import current_watermark, get_meta, set_meta
 
 log = logging.getLogger(__name__)
 
@@ -116,8 +116,9 @@ def read_with_snapshot(engine: Engine, fingerprint: DataFingerprint | None = Non
     without it, only the order and customer counts are."""
     folder = snapshot_folder(engine)
     if folder is None:
+        watermark = current_watermark(engine)  # recorded: answers check it (analytics.asof)
         data = read_dataset(engine)
-        return data, ReadReport("full", "no snapshot kept", len(data.cust), 0)
+        return data, ReadReport("full", "no snapshot kept", len(data.cust), watermark)
     watermark = current_watermark(engine)  # before any read: later loads count as new
     wait_for_saves()
     kept, why = (None, "a full read was asked for") if full else load_snapshot(folder)
@@ -149,15 +150,6 @@ def read_with_snapshot(engine: Engine, fingerprint: DataFingerprint | None = Non
     data = read_dataset(engine)
     _save_in_background(folder, data, watermark)
     return data, ReadReport("full", why, len(data.cust), watermark)
-
-
-def current_watermark(engine: Engine) -> int:
-    """The newest load run all of whose rows are visible: below the oldest "running" run."""
-    runs = schema.load_runs
-    with engine.connect() as conn:
-        running = conn.execute(select(func.min(runs.c.id)).where(runs.c.status == "running")).scalar()
-        newest = conn.execute(select(func.max(runs.c.id))).scalar()
-    return int(running) - 1 if running is not None else int(newest or 0)
 
 
 # --- merging ------------------------------------------------------------------------------

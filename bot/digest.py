@@ -178,13 +178,13 @@ def resolve_digest_place(engine: Engine, text: str | None) -> Place:
 def build_digest(engine: Engine, settings: Settings, place: Place | str | None = None,
                  *, as_of: dt.date | None = None) -> Digest:
     """The digest for the week ending on `as_of` (default: the settings' as-of rule)."""
-    from analytics.asof import resolve_as_of
+    from analytics.asof import current_as_of
 
     if place is None or isinstance(place, str):
         place = resolve_digest_place(engine, place)
     note = ""
     if as_of is None:
-        resolved = resolve_as_of(engine, fixed=settings.as_of_date())
+        resolved = current_as_of(engine, fixed=settings.as_of_date())
         as_of, note = resolved.date, resolved.reason
     currency = settings.currency
     sections = (

@@ -6,7 +6,7 @@ import datetime as dt
 import json
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, func, select
 
 from storage import schema
 from storage.engine import make_engine
@@ -35,6 +35,15 @@ def set_meta(conn, key: str, value: Any) -> None:  # noqa: ANN001 - Connection
     t = schema.meta
     conn.execute(t.delete().where(t.c.key == key))
     conn.execute(t.insert().values(key=key, value=json.dumps(value, default=_json_default)))
+
+
+def current_watermark(engine: Engine) -> int:
+    """The newest load run all of whose rows are visible: below the oldest "running" run."""
+    runs = schema.load_runs
+    with engine.connect() as conn:
+        running = conn.execute(select(func.min(runs.c.id)).where(runs.c.status == "running")).scalar()
+        newest = conn.execute(select(func.max(runs.c.id))).scalar()
+    return int(running) - 1 if running is not None else int(newest or 0)
 
 
 def _json_default(obj: Any) -> Any:

@@ -10,7 +10,14 @@ import pytest
 from analytics_data import loaded_store, olist_raw
 from sqlalchemy import Engine
 
-from analytics.asof import AsOf, is_partial_month, resolve_as_of, sparse_tail_start, stored_as_of
+from analytics.asof import (
+    AsOf,
+    current_as_of,
+    is_partial_month,
+    resolve_as_of,
+    sparse_tail_start,
+    stored_as_of,
+)
 from storage import schema
 from storage.store import set_meta
 
@@ -127,6 +134,48 @@ def test_to_dict_round_trip_and_stored_as_of(store: Engine) -> None:
     with store.begin() as conn:
         set_meta(conn, "as_of", a.to_dict())
     assert stored_as_of(store) == a
+
+
+def _refreshed_with(engine: Engine, as_of: AsOf, watermark: int) -> None:
+    """Meta as a refresh that read the store at `watermark` leaves it."""
+    with engine.begin() as conn:
+        set_meta(conn, "as_of", as_of.to_dict())
+        set_meta(conn, "refresh", {"read": {"watermark": watermark}})
+
+
+def _finish_a_load(engine: Engine) -> None:
+    with engine.begin() as conn:
+        conn.execute(schema.load_runs.insert().values(
+            format="olist", path="x", started_at=dt.datetime(2024, 6, 1), status="ok"))
+
+
+def test_current_as_of_reuses_the_refresh_until_data_changes(store: Engine) -> None:
+    add_orders(store, NORMAL | RUNDOWN | TAIL)
+    resolved = resolve_as_of(store, today=LATER)
+    assert current_as_of(store, today=LATER) == resolved  # no refresh yet
+    # a stored as-of that differs from what resolving gives shows which one is returned
+    marked = AsOf.from_dict({**resolved.to_dict(), "reason": "from the refresh"})
+    _refreshed_with(store, marked, watermark=0)
+    assert current_as_of(store, today=LATER) == marked
+    # another rule than the refresh's: resolved again
+    fixed = current_as_of(store, fixed=D(2024, 2, 1), today=LATER)
+    assert (fixed.mode, fixed.date) == ("fixed", D(2024, 2, 1))
+    # a load finished since the refresh read the store: resolved again
+    _finish_a_load(store)
+    assert current_as_of(store, today=LATER) == resolved
+    _refreshed_with(store, marked, watermark=1)
+    assert current_as_of(store, today=LATER) == marked
+
+
+def test_current_as_of_today_holds_only_on_its_day(store: Engine) -> None:
+    add_orders(store, days(D(2024, 5, 1), [10] * 20))  # to 2024-05-20
+    yesterday = resolve_as_of(store, today=D(2024, 5, 24))
+    _refreshed_with(store, yesterday, watermark=0)
+    assert current_as_of(store, today=D(2024, 5, 24)) == yesterday
+    assert current_as_of(store, today=D(2024, 5, 25)).date == D(2024, 5, 25)
+    # a refresh at a fixed date does not answer for the auto rule
+    _refreshed_with(store, resolve_as_of(store, fixed=D(2024, 5, 10)), watermark=0)
+    assert current_as_of(store, today=D(2024, 5, 24)).mode == "today"
 
 
 # --- the tail rule on plain series -----------------------------------------------------
