@@ -37,6 +37,7 @@ from analytics.finance import DEFAULT_HEAVY_RATIO, TOP_SHARES, gini, top_share, 
 from analytics.kpis import NO_CATEGORY
 from analytics.payments import MISMATCH_ABS, MISMATCH_REL
 from analytics.periods import end_of_day
+from analytics.risk import write_risk_facts
 from analytics.weekly import WEEKLY_FACTS, weekly_facts
 from storage import schema
 from storage.loaders.bulk import BulkWriter
@@ -101,6 +102,7 @@ def build_facts(engine: Engine, as_of: dt.date, conn: Connection | None = None, 
         for table in schema.FACT_TABLES:
             frame = computed.frames[table.name]
             counts[table.name] = writer.insert(table, frame) if len(frame) else 0
+    counts[schema.agg_risk.name] = write_risk_facts(conn)  # from the scores, written by now
     set_meta(conn, FACTS_META, {
         "as_of": as_of.isoformat(), WEEKLY_FACTS: computed.weekly, "heavy_ratio": DEFAULT_HEAVY_RATIO,
         "freight_bands": FREIGHT_BANDS, "top_shares": list(TOP_SHARES),

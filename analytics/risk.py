@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Engine, Select, and_, func, select
+from sqlalchemy import Connection, Engine, Select, and_, func, select
 
 from analytics.churn import (
     ChurnModel,
@@ -378,12 +378,67 @@ def scores_as_of(engine: Engine) -> dt.date | None:
     return dt.date.fromisoformat(str(value)[:10])
 
 
-def at_risk(engine: Engine, risk_filter: RiskFilter = RiskFilter(), *, top: int = 10) -> AtRisk:
-    """Figures, the `top` customers by value at risk and value at risk per state (or, for
-    one state, per RFM segment). Raises NotAvailable before churn scores exist."""
-    if not scores_available(engine):
-        raise NotAvailable(_why_no_scores(engine))
+RISK_FACTS_META = "risk_facts"  # meta key: agg_risk matches the scores written with it
+_RISK_KEYS = ("state", "region", "segment", "churn_source", "risk_band")
+
+
+def write_risk_facts(conn: Connection) -> int:
+    """Replace `agg_risk` with the stored scores grouped by place, RFM segment, churn source
+    and risk band (in the caller's transaction, after the scores are written); its rows.
+    The at-risk figures of any place and segment add up from it (`at_risk`)."""
+    R = schema.agg_risk
+    keys = [F.c.state, F.c.region, S.c.segment, S.c.churn_source, S.c.risk_band]
+    grouped = (select(*keys, func.count(), func.sum(S.c.value_at_risk), func.sum(F.c.revenue))
+               .select_from(S).join(F, S.c.customer_id == F.c.customer_id).group_by(*keys))
+    conn.execute(R.delete())
+    conn.execute(R.insert().from_select([*_RISK_KEYS, "customers", "value_at_risk", "revenue"], grouped))
+    rows = int(conn.execute(select(func.count()).select_from(R)).scalar())
+    set_meta(conn, RISK_FACTS_META, {"rows": rows})
+    return rows
+
+
+def _risk_facts(engine: Engine, risk_filter: RiskFilter) -> pd.DataFrame | None:
+    """The `agg_risk` rows of the filter's place and segment, or None when the filter
+    needs the scores themselves (a probability floor) or the facts were never built."""
+    if risk_filter.min_prob is not None or get_meta(engine, RISK_FACTS_META) is None:
+        return None
+    R = schema.agg_risk
+    stmt = select(R)
+    if not risk_filter.place.is_all:
+        stmt = stmt.where(R.c[risk_filter.place.kind] == risk_filter.place.value)
+    if risk_filter.segment:
+        stmt = stmt.where(R.c.segment == risk_filter.segment)
+    with engine.connect() as conn:
+        rows = conn.execute(stmt).all()
+    return pd.DataFrame([tuple(r) for r in rows], columns=[c.name for c in R.columns])
+
+
+@dataclass(frozen=True)
+class _Figures:
+    customers: int
+    at_risk: int
+    value_at_risk: float
+    revenue: float
+    sources: dict[str, int]
+    groups: list[tuple]  # (group, customers at risk, Σ value at risk)
+
+
+def _figures_from_facts(facts: pd.DataFrame, level: str) -> _Figures:
+    risky = facts[facts["risk_band"] == AT_RISK_BAND]
+    sources = facts.dropna(subset=["churn_source"]).groupby("churn_source")["customers"].sum()
+    grouped = (risky.groupby(risky[level].fillna(_NO_GROUP), sort=False)
+               .agg(at_risk=("customers", "sum"), value_at_risk=("value_at_risk", lambda v: v.sum(min_count=1))))
+    return _Figures(
+        customers=int(facts["customers"].sum()), at_risk=int(risky["customers"].sum()),
+        value_at_risk=float(risky["value_at_risk"].sum()), revenue=float(risky["revenue"].sum()),
+        sources={str(k): int(v) for k, v in sources.items()},
+        groups=list(grouped.itertuples(name=None)),
+    )
+
+
+def _figures_from_scores(engine: Engine, risk_filter: RiskFilter, level: str) -> _Figures:
     base, risky = risk_filter.base_clause(), risk_filter.risk_clause()
+    group_col = S.c.segment if level == "segment" else F.c.state
     with engine.connect() as conn:
         customers = int(conn.execute(select(func.count()).select_from(S).join(F, S.c.customer_id == F.c.customer_id)
                                      .where(base)).scalar())
@@ -395,24 +450,41 @@ def at_risk(engine: Engine, risk_filter: RiskFilter = RiskFilter(), *, top: int 
             select(S.c.churn_source, func.count()).select_from(S)
             .join(F, S.c.customer_id == F.c.customer_id).where(base).group_by(S.c.churn_source)
         ).all())
-        level = "segment" if risk_filter.place.kind == "state" else "state"
-        group_col = S.c.segment if level == "segment" else F.c.state
         groups = conn.execute(
             select(group_col.label("group"), func.count().label("at_risk"),
                    func.sum(S.c.value_at_risk).label("value_at_risk"))
             .select_from(S).join(F, S.c.customer_id == F.c.customer_id).where(base, risky)
             .group_by(group_col)
         ).all()
-    by_group = pd.DataFrame([tuple(g) for g in groups], columns=["group", "at_risk", "value_at_risk"])
-    by_group["group"] = by_group["group"].fillna("(unknown)")
+    return _Figures(customers=customers, at_risk=int(n), value_at_risk=float(var or 0.0),
+                    revenue=float(revenue or 0.0),
+                    sources={str(k): int(v) for k, v in sources.items() if k is not None},
+                    groups=[(_NO_GROUP if g is None else g, n, v) for g, n, v in groups])
+
+
+_NO_GROUP = "(unknown)"
+
+
+def at_risk(engine: Engine, risk_filter: RiskFilter = RiskFilter(), *, top: int = 10) -> AtRisk:
+    """Figures, the `top` customers by value at risk and value at risk per state (or, for
+    one state, per RFM segment). The figures add up from `agg_risk` when the filter allows
+    (no probability floor), else from the scores. Raises NotAvailable before churn scores
+    exist."""
+    if not scores_available(engine):
+        raise NotAvailable(_why_no_scores(engine))
+    level = "segment" if risk_filter.place.kind == "state" else "state"
+    facts = _risk_facts(engine, risk_filter)
+    figures = (_figures_from_facts(facts, level) if facts is not None
+               else _figures_from_scores(engine, risk_filter, level))
+    by_group = pd.DataFrame(figures.groups, columns=["group", "at_risk", "value_at_risk"])
     by_group = by_group.astype({"at_risk": "int64", "value_at_risk": float})
     by_group = by_group.sort_values(["value_at_risk", "group"], ascending=[False, True], ignore_index=True)
     top_rows = at_risk_frame(engine, risk_filter, limit=top) if top > 0 else _empty_rows()
     return AtRisk(
-        as_of=scores_as_of(engine), place=risk_filter.place, filter=risk_filter, customers=customers,
-        at_risk=int(n), value_at_risk=float(var or 0.0), revenue=float(revenue or 0.0),
-        top=top_rows, by_group=by_group, group_level=level,
-        sources={str(k): int(v) for k, v in sources.items() if k is not None},
+        as_of=scores_as_of(engine), place=risk_filter.place, filter=risk_filter,
+        customers=figures.customers, at_risk=figures.at_risk, value_at_risk=figures.value_at_risk,
+        revenue=figures.revenue, top=top_rows, by_group=by_group, group_level=level,
+        sources=figures.sources,
     )
 
 

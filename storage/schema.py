@@ -394,6 +394,39 @@ agg_concentration = Table(
     Column("top_share_20", Float),
 )
 
+# Written from the stored scores (not from the dataset) after they are: one row per
+# place, RFM segment, churn source and risk band; the figures `/churn-risk` and the digest
+# show for a place, a segment and risk band "high" add up from it (analytics.risk).
+agg_risk = Table(
+    "agg_risk",
+    metadata,
+    Column("state", String(64)),
+    Column("region", String(64)),
+    Column("segment", String(32)),
+    Column("churn_source", String(16)),
+    Column("risk_band", String(8)),
+    Column("customers", Integer, nullable=False),
+    Column("value_at_risk", Float),  # Σ, NULL when no customer of the row has one
+    Column("revenue", Float),  # Σ historical revenue (customer_features.revenue)
+)
+
+# Segment migration cells between two snapshots (analytics.migration): customers and
+# revenue per place, earlier and later segment. Written by the refresh for the snapshot
+# it writes; rows naming a snapshot date go whenever that snapshot is rewritten.
+agg_migration = Table(
+    "agg_migration",
+    metadata,
+    Column("earlier", Date, nullable=False),
+    Column("later", Date, nullable=False),
+    Column("state", String(64)),
+    Column("region", String(64)),
+    Column("source", String(32), nullable=False),  # earlier segment, or "New customers"
+    Column("target", String(32), nullable=False),  # later segment, or "Not in later snapshot"
+    Column("customers", Integer, nullable=False),
+    Column("revenue", Float, nullable=False),
+    Index("ix_agg_migration_pair", "later", "earlier"),
+)
+
 FACT_TABLES = (
     agg_orders_monthly, agg_weekday_hour, agg_categories, agg_cohorts, agg_delivery,
     agg_delivery_stats, agg_freight_bands, agg_payments, agg_payment_segments,

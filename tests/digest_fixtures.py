@@ -47,6 +47,7 @@ def churn_rule(recency_days: pd.Series, revenue: pd.Series) -> pd.DataFrame:
 
 def _build(engine: Engine) -> None:
     from analytics.backfill import backfill_snapshots
+    from analytics.facts import build_facts
     from analytics.refresh import refresh
     from storage.loaders import load_path
     from storage.sample_data import sample_dir
@@ -69,6 +70,7 @@ def _build(engine: Engine) -> None:
         set_meta(conn, "risk_history:all:", {LAST_WEEK.isoformat(): {
             "at_risk": int(high.sum()) - 100,
             "revenue_at_risk": float(scores.loc[high, "value_at_risk"].sum()) * LAST_WEEK_FACTOR}})
+    build_facts(engine, AS_OF)  # as a refresh that wrote these scores would
     backfill_snapshots(engine, AS_OF, weeks=2)
 
 

@@ -32,8 +32,8 @@ from analytics.risk import (
 from bot.commands import churn_risk, export_at_risk, model
 from bot.router import Router
 from bot.settings import Settings
-from storage.geography import Place
-from storage.store import open_store
+from storage.geography import ALL, Place
+from storage.store import get_meta, open_store
 
 
 def router(engine: Engine, **settings) -> Router:  # noqa: ANN003
@@ -55,7 +55,7 @@ def scored(tmp_path_factory: pytest.TempPathFactory) -> Engine:
 
 def scores(engine: Engine) -> pd.DataFrame:
     with engine.connect() as conn:
-        return pd.read_sql(text("SELECT s.*, f.revenue, f.tenure_days, f.state FROM customer_scores s "
+        return pd.read_sql(text("SELECT s.*, f.revenue, f.tenure_days, f.state, f.region FROM customer_scores s "
                                 "JOIN customer_features f USING (customer_id)"), conn).set_index("customer_id")
 
 
@@ -257,6 +257,44 @@ def test_at_risk_default_is_the_high_band_and_filters_combine(scored: Engine) ->
     assert both.group_level == "segment"
 
 
+def _expected_figures(s: pd.DataFrame, place: Place, segment: str | None) -> dict:
+    """At-risk figures computed in pandas from the scores joined to the features."""
+    base = s
+    if not place.is_all:
+        base = base[base[place.kind] == place.value]
+    if segment:
+        base = base[base["segment"] == segment]
+    risky = base[base["risk_band"] == "high"]
+    level = "segment" if place.kind == "state" else "state"
+    groups = risky.groupby(risky[level].fillna("(unknown)"))["value_at_risk"].agg(["size", "sum"])
+    return {"customers": len(base), "at_risk": len(risky), "value_at_risk": risky["value_at_risk"].sum(),
+            "revenue": risky["revenue"].sum(), "sources": base["churn_source"].value_counts().to_dict(),
+            "groups": {g: (int(n), v) for g, (n, v) in groups.iterrows()}}
+
+
+def test_at_risk_figures_add_up_from_the_risk_facts(scored: Engine) -> None:
+    """The refresh writes agg_risk; the figures of every place and segment filter taken
+    from it equal those computed from the scores, in pandas and by the raw-score queries."""
+    assert get_meta(scored, risk.RISK_FACTS_META)["rows"] > 0
+    s = scores(scored)
+    seg = s["segment"].value_counts().index[0]
+    region = s["region"].dropna().iloc[0]
+    for place, segment in ((ALL, None), (ALL, seg), (Place("state", "SP", "SP"), None),
+                           (Place("state", "SP", "SP"), seg), (Place("region", region, region), None)):
+        f = RiskFilter(place, segment)
+        res, want = at_risk(scored, f, top=0), _expected_figures(s, place, segment)
+        raw = risk._figures_from_scores(scored, f, res.group_level)
+        assert (res.customers, res.at_risk) == (want["customers"], want["at_risk"]) == (raw.customers, raw.at_risk)
+        assert res.value_at_risk == pytest.approx(want["value_at_risk"]) == raw.value_at_risk
+        assert res.revenue == pytest.approx(want["revenue"]) == raw.revenue
+        assert res.sources == want["sources"] == raw.sources
+        got = {g: (n, v) for g, n, v in res.by_group.itertuples(index=False)}
+        assert got.keys() == want["groups"].keys()
+        for g, (n, v) in want["groups"].items():
+            assert got[g][0] == n and got[g][1] == pytest.approx(v)
+        assert list(res.by_group["value_at_risk"]) == sorted(res.by_group["value_at_risk"], reverse=True)
+
+
 def test_churn_risk_command(scored: Engine) -> None:
     answer = router(scored).handle("/churn-risk top 5 min-prob 0.6")
     assert not answer.is_error, answer.summary
@@ -311,3 +349,5 @@ def test_at_risk_queries_on_both_dialects(store: Engine) -> None:
     csv = b"".join(risk.iter_at_risk_csv(store, RiskFilter(min_prob=0.3), chunk_rows=7)).decode()
     assert len(csv.strip().splitlines()) == res.at_risk + 1
     assert isinstance(res.as_of, dt.date) and res.as_of == AS_OF
+    # the default filter adds up from agg_risk, written by INSERT … SELECT on both dialects
+    assert at_risk(store, top=0).at_risk == (s["risk_band"] == "high").sum() > 0
