@@ -29,6 +29,7 @@ import pandas as pd
 from sqlalchemy import Engine, String, select, type_coerce
 
 from analytics.filters import is_purchase
+from analytics.migration import forget_cells, snapshot_dates
 from analytics.periods import end_of_day
 from analytics.rfm import rfm_scores
 from storage import schema
@@ -152,8 +153,6 @@ def backfill_snapshots(
     dates = week_ends(as_of, weeks)
     existing: set[dt.date] = set()
     if skip_existing:
-        from analytics.migration import snapshot_dates
-
         existing = set(snapshot_dates(engine)) & set(dates)
     todo = [d for d in dates if d not in existing]
     written: dict[dt.date, int] = {}
@@ -168,6 +167,7 @@ def backfill_snapshots(
                 continue
             frames[day] = snap
         with engine.begin() as conn:
+            forget_cells(conn, frames)  # the migrations stored for these dates no longer hold
             writer = BulkWriter(conn)
             for day, snap in frames.items():
                 conn.execute(SNAP.delete().where(SNAP.c.snapshot_date == day))

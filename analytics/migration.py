@@ -31,13 +31,14 @@ before `as_of`; the earlier is the latest one at least `weeks` × 7 days before 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
 from concurrent.futures import Future
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Connection, Engine, func, select
 
 from analytics.columnar import Col, start_read
 from analytics.errors import NotAvailable
@@ -45,11 +46,15 @@ from analytics.results import Result
 from analytics.rfm import SEGMENT_NAMES
 from storage import schema
 from storage.geography import ALL, Place
+from storage.loaders.bulk import BulkWriter
 
 SNAP = schema.segment_snapshots
 NEW_CUSTOMERS = "New customers"
 NOT_IN_LATER = "Not in later snapshot"
 RANK: dict[str, int] = {name: i for i, name in enumerate(SEGMENT_NAMES)}  # 0 = best
+DIGEST_WEEKS = 1  # the weekly digest's span
+COMMAND_WEEKS = 4  # `/migration`'s default span
+STORED_WEEKS = (DIGEST_WEEKS, COMMAND_WEEKS)  # spans whose cells the refresh stores
 
 
 @dataclass(frozen=True)
@@ -177,43 +182,85 @@ def segment_migration(engine: Engine, as_of: dt.date, weeks: int = 1,
 
 def migration_between(engine: Engine, earlier: dt.date, later: dt.date,
                       place: Place = ALL) -> Migration:
-    """Migration from the snapshot of `earlier` to that of `later` (both must exist)."""
-    before, after = _start_snapshot_read(engine, earlier), _start_snapshot_read(engine, later)
-    return transition(_snapshot_frame(before.result()), _snapshot_frame(after.result()),
-                      earlier=earlier, later=later, place=place)
+    """Migration from the snapshot of `earlier` to that of `later` (both must exist): from
+    the cells the refresh stored for the pair (`agg_migration`) when it did, else from the
+    two snapshots."""
+    cells = stored_cells(engine, earlier, later, place)
+    if cells is None:
+        before, after = _start_snapshot_read(engine, earlier), _start_snapshot_read(engine, later)
+        cells = migration_cells(_snapshot_frame(before.result()), _snapshot_frame(after.result()))
+    return from_cells(cells, earlier=earlier, later=later, place=place)
 
 
 def transition(before: pd.DataFrame, after: pd.DataFrame, *, earlier: dt.date,
                later: dt.date, place: Place = ALL) -> Migration:
     """The migration between two snapshot frames (customer_id, segment, revenue, state, region)."""
+    return from_cells(migration_cells(before, after), earlier=earlier, later=later, place=place)
+
+
+CELL_COLUMNS = ["state", "region", "source", "target", "customers", "revenue"]
+
+
+def migration_cells(before: pd.DataFrame, after: pd.DataFrame) -> pd.DataFrame:
+    """Customers and their revenue per place (state, region), earlier segment (`source`,
+    or NEW_CUSTOMERS) and later segment (`target`, or NOT_IN_LATER) between two snapshot
+    frames (customer_id, segment, revenue, state, region): every migration of any place
+    adds up from these cells."""
     cols = ["customer_id", "segment", "revenue", "state", "region"]
     b = before[cols].rename(columns={c: f"{c}_b" for c in cols[1:]})
     a = after[cols].rename(columns={c: f"{c}_a" for c in cols[1:]})
     both = b.merge(a, on="customer_id", how="outer")
-    if not place.is_all:
-        key = place.kind  # "state" or "region"
-        where = both[f"{key}_a"].where(both["segment_a"].notna(), both[f"{key}_b"])
-        both = both[where == place.value]
-    source = both["segment_b"].fillna(NEW_CUSTOMERS).astype(object)
-    target = both["segment_a"].fillna(NOT_IN_LATER).astype(object)
-    revenue = both["revenue_a"].where(both["segment_a"].notna(), both["revenue_b"])
-    cells = pd.DataFrame({"source": source.to_numpy(), "target": target.to_numpy(),
-                          "revenue": pd.to_numeric(revenue, errors="coerce").fillna(0.0).to_numpy()})
+    in_later = both["segment_a"].notna()
+    revenue = both["revenue_a"].where(in_later, both["revenue_b"])
+    cells = pd.DataFrame({
+        "state": both["state_a"].where(in_later, both["state_b"]).to_numpy(),
+        "region": both["region_a"].where(in_later, both["region_b"]).to_numpy(),
+        "source": both["segment_b"].fillna(NEW_CUSTOMERS).astype(object).to_numpy(),
+        "target": both["segment_a"].fillna(NOT_IN_LATER).astype(object).to_numpy(),
+        "revenue": pd.to_numeric(revenue, errors="coerce").fillna(0.0).to_numpy(),
+    })
+    grouped = cells.groupby(["state", "region", "source", "target"], dropna=False, sort=False)["revenue"]
+    out = grouped.agg(["size", "sum"]).rename(columns={"size": "customers", "sum": "revenue"}).reset_index()
+    return out.astype({"customers": "int64", "revenue": float})[CELL_COLUMNS]
 
+
+def stored_cells(engine: Engine, earlier: dt.date, later: dt.date,
+                 place: Place = ALL) -> pd.DataFrame | None:
+    """The `agg_migration` cells of the pair in the place, or None when none are stored."""
+    A = schema.agg_migration
+    pair = (A.c.earlier == earlier) & (A.c.later == later)
+    stmt = select(*[A.c[c] for c in CELL_COLUMNS]).where(pair)
+    if not place.is_all:
+        stmt = stmt.where(A.c[place.kind] == place.value)
+    with engine.connect() as conn:
+        if conn.execute(select(A.c.customers).where(pair).limit(1)).first() is None:
+            return None
+        rows = conn.execute(stmt).all()
+    return pd.DataFrame([tuple(r) for r in rows], columns=CELL_COLUMNS).astype(
+        {"customers": "int64", "revenue": float})
+
+
+def from_cells(cells: pd.DataFrame, *, earlier: dt.date, later: dt.date,
+               place: Place = ALL) -> Migration:
+    """The migration in `place` from cells (`migration_cells`), summed over the places in it."""
+    if not place.is_all:
+        cells = cells[cells[place.kind] == place.value]
+    cells = (cells.groupby(["source", "target"], sort=False)[["customers", "revenue"]].sum()
+             .reset_index())
+    n = cells["customers"]
     rows = [s for s in SEGMENT_NAMES if (cells["source"] == s).any()]
-    # unique() first: iterating a million strings costs a second
-    rows += [s for s in sorted(set(cells["source"].unique()) - set(SEGMENT_NAMES) - {NEW_CUSTOMERS})]
+    rows += sorted(set(cells["source"]) - set(SEGMENT_NAMES) - {NEW_CUSTOMERS})
     if (cells["source"] == NEW_CUSTOMERS).any():
         rows.append(NEW_CUSTOMERS)
     columns = [s for s in SEGMENT_NAMES if (cells["target"] == s).any()]
-    columns += [s for s in sorted(set(cells["target"].unique()) - set(SEGMENT_NAMES) - {NOT_IN_LATER})]
+    columns += sorted(set(cells["target"]) - set(SEGMENT_NAMES) - {NOT_IN_LATER})
     if (cells["target"] == NOT_IN_LATER).any():
         columns.append(NOT_IN_LATER)
 
-    grouped = cells.groupby(["source", "target"], sort=False)["revenue"].agg(["size", "sum"])
-    counts = (grouped["size"].unstack("target").reindex(index=rows, columns=columns)
+    grid = cells.set_index(["source", "target"])
+    counts = (grid["customers"].unstack("target").reindex(index=rows, columns=columns)
               .fillna(0).astype(np.int64))
-    rev = grouped["sum"].unstack("target").reindex(index=rows, columns=columns).fillna(0.0)
+    rev = grid["revenue"].unstack("target").reindex(index=rows, columns=columns).fillna(0.0)
     for df in (counts, rev):
         df.index.name, df.columns.name = "from", "to"
     totals = counts.sum(axis=1)
@@ -228,9 +275,7 @@ def transition(before: pd.DataFrame, after: pd.DataFrame, *, earlier: dt.date,
     gone = cells["target"] == NOT_IN_LATER
     same = cells["source"] == cells["target"]
 
-    moved = cells[~same & ~new & ~gone]
-    flows = moved.groupby(["source", "target"], sort=False)["revenue"].agg(["size", "sum"])
-    flows = flows.rename(columns={"size": "customers", "sum": "revenue"}).reset_index()
+    flows = cells[~same & ~new & ~gone].copy()
     flows["share_of_source"] = flows["customers"] / flows["source"].map(totals).astype(float)
     flows["direction"] = [
         Flow(s, t, 0, 0.0, 0.0).direction for s, t in zip(flows["source"], flows["target"], strict=True)
@@ -239,18 +284,61 @@ def transition(before: pd.DataFrame, after: pd.DataFrame, *, earlier: dt.date,
                               ascending=[False, False, True, True], ignore_index=True)
     flows = flows[["source", "target", "customers", "share_of_source", "revenue", "direction"]]
 
-    by_segment = _by_segment(cells, same, new, gone)
     return Migration(
         as_of=later, place=place, earlier=earlier, later=later,
-        counts=counts, shares=shares, revenue=rev, flows=flows, by_segment=by_segment,
-        customers_earlier=int((~new).sum()), customers_later=int((~gone).sum()),
-        stayed=int((same & ~new & ~gone).sum()),
-        upgrades=int(up.sum()), downgrades=int(down.sum()),
+        counts=counts, shares=shares, revenue=rev, flows=flows,
+        by_segment=_by_segment(cells, same, new, gone),
+        customers_earlier=int(n[~new].sum()), customers_later=int(n[~gone].sum()),
+        stayed=int(n[same & ~new & ~gone].sum()),
+        upgrades=int(n[up].sum()), downgrades=int(n[down].sum()),
         upgrade_revenue=float(cells.loc[up, "revenue"].sum()),
         downgrade_revenue=float(cells.loc[down, "revenue"].sum()),
-        new_customers=int(new.sum()), new_revenue=float(cells.loc[new, "revenue"].sum()),
-        not_in_later=int(gone.sum()),
+        new_customers=int(n[new].sum()), new_revenue=float(cells.loc[new, "revenue"].sum()),
+        not_in_later=int(n[gone].sum()),
     )
+
+
+# --- stored cells (agg_migration) ----------------------------------------------------------
+
+
+def start_earlier_reads(engine: Engine, later: dt.date) -> dict[dt.date, Future[pa.Table]]:
+    """Background reads of the snapshots the spans of `STORED_WEEKS` before `later` start
+    from (as `resolve_snapshots` picks them), by date."""
+    days = set()
+    with engine.connect() as conn:
+        for weeks in STORED_WEEKS:
+            day = conn.execute(select(func.max(SNAP.c.snapshot_date))
+                               .where(SNAP.c.snapshot_date <= later - dt.timedelta(weeks=weeks))).scalar()
+            if day is not None:
+                days.add(_as_date(day))
+    return {day: _start_snapshot_read(engine, day) for day in sorted(days)}
+
+
+def cells_since(reads: dict[dt.date, Future[pa.Table]], after: pd.DataFrame) -> dict[dt.date, pd.DataFrame]:
+    """The migration cells from each earlier snapshot read (`start_earlier_reads`) to the
+    snapshot frame `after`, by earlier date."""
+    if after.empty:  # no snapshot is written: a migration never ends at it
+        return {}
+    return {day: migration_cells(_snapshot_frame(read.result()), after) for day, read in reads.items()}
+
+
+def forget_cells(conn: Connection, days: Iterable[dt.date]) -> None:
+    """Drop the stored cells of every pair that names one of `days` (snapshots rewritten)."""
+    A, days = schema.agg_migration, list(days)
+    if days:
+        conn.execute(A.delete().where(A.c.earlier.in_(days) | A.c.later.in_(days)))
+
+
+def write_cells(conn: Connection, later: dt.date, cells: dict[dt.date, pd.DataFrame]) -> int:
+    """Store the cells from each earlier date to `later` (in the caller's transaction, the
+    one that writes the snapshot of `later`); the rows written."""
+    forget_cells(conn, [later])
+    writer, rows = BulkWriter(conn), 0
+    for earlier, frame in cells.items():
+        if len(frame):
+            rows += writer.insert(schema.agg_migration,
+                                  frame.assign(earlier=earlier.isoformat(), later=later.isoformat()))
+    return rows
 
 
 def _by_segment(cells: pd.DataFrame, same: pd.Series, new: pd.Series,
@@ -258,14 +346,18 @@ def _by_segment(cells: pd.DataFrame, same: pd.Series, new: pd.Series,
     moved = ~same & ~new & ~gone
     names = [s for s in SEGMENT_NAMES
              if (cells["source"] == s).any() or (cells["target"] == s).any()]
+
+    def total(mask: pd.Series, by: str, value: str = "customers") -> pd.Series:
+        return cells[mask].groupby(by)[value].sum()
+
     out = pd.DataFrame({"segment": names})
-    out["earlier"] = out["segment"].map(cells.loc[~new, "source"].value_counts()).fillna(0).astype(int)
-    out["later"] = out["segment"].map(cells.loc[~gone, "target"].value_counts()).fillna(0).astype(int)
+    out["earlier"] = out["segment"].map(total(~new, "source")).fillna(0).astype(int)
+    out["later"] = out["segment"].map(total(~gone, "target")).fillna(0).astype(int)
     out["change"] = out["later"] - out["earlier"]
-    out["stayed"] = out["segment"].map(cells.loc[same & ~new, "source"].value_counts()).fillna(0).astype(int)
-    out["revenue_in"] = out["segment"].map(cells[moved].groupby("target")["revenue"].sum()).fillna(0.0)
-    out["revenue_out"] = out["segment"].map(cells[moved].groupby("source")["revenue"].sum()).fillna(0.0)
-    out["revenue_new"] = out["segment"].map(cells[new].groupby("target")["revenue"].sum()).fillna(0.0)
+    out["stayed"] = out["segment"].map(total(same & ~new, "source")).fillna(0).astype(int)
+    out["revenue_in"] = out["segment"].map(total(moved, "target", "revenue")).fillna(0.0)
+    out["revenue_out"] = out["segment"].map(total(moved, "source", "revenue")).fillna(0.0)
+    out["revenue_new"] = out["segment"].map(total(new, "target", "revenue")).fillna(0.0)
     out["net_revenue"] = out["revenue_in"] + out["revenue_new"] - out["revenue_out"]
     return out
 

@@ -13,7 +13,10 @@ another:
   report) and "clusters" (k selection, cluster profiles and a sample of the 2-D
   projection, for answers and charts without re-clustering);
 - the answer facts (`agg_*`, `analytics.facts`), computed on a thread while the clusters
-  and scorers run (they need only the dataset and the RFM segments).
+  and scorers run (they need only the dataset and the RFM segments);
+- `agg_migration`: the segment migration cells from the snapshots the digest's and
+  `/migration`'s default spans start from to this snapshot (`analytics.migration`),
+  computed on another thread beside them.
 
 Scorers (churn, P(alive), CLV, …) plug in without changing this module: a scorer is a
 callable ``scorer(engine, features, scores, as_of) -> DataFrame`` that gets the features,
@@ -45,6 +48,7 @@ from analytics.asof import AsOf, resolve_as_of
 from analytics.clusters import ClusterResult, cluster_customers
 from analytics.facts import ComputedFacts, build_facts, compute_all_facts
 from analytics.features import features_of
+from analytics.migration import cells_since, start_earlier_reads, write_cells
 from analytics.model_store import DataFingerprint, read_fingerprint
 from analytics.rfm import rfm_scores
 from analytics.snapshot import read_with_snapshot
@@ -56,7 +60,7 @@ MODEL_VERSION = "rp1"  # bump when the feature, RFM or cluster rules change
 SCORER_COLUMNS = ("churn_prob", "churn_source", "p_alive", "expected_purchases",
                   "expected_spend", "clv", "value_at_risk", "risk_band")
 PROJECTION_SAMPLE = 2_000
-OVERLAPPED = ("facts",)  # timings of work done on a thread beside the other stages
+OVERLAPPED = ("facts", "migration")  # timings of work done on a thread beside the other stages
 
 Scorer = Callable[[Engine, pd.DataFrame, pd.DataFrame, dt.date], pd.DataFrame]
 
@@ -146,6 +150,8 @@ def refresh(
     fingerprint = read_fingerprint(engine)
     lap("as_of")
 
+    # the snapshots the digest's and /migration's spans start from, read in the background
+    earlier_reads = start_earlier_reads(engine, as_of.date)
     # one columnar read shared by features, scorers and facts
     data, read = read_with_snapshot(engine, fingerprint, full=full_read)
     lap("read")
@@ -159,8 +165,10 @@ def refresh(
     # The answer facts need only the dataset and the RFM segments (scorers never change a
     # segment), so they are computed on a thread while the clusters and scorers run: numpy,
     # pandas and scikit-learn let go of the GIL in their loops, and both cores work.
-    with ThreadPoolExecutor(1, thread_name_prefix="pulse-facts") as pool:
+    snapshot = _snapshot_rows(rfm, features)
+    with ThreadPoolExecutor(2, thread_name_prefix="pulse-facts") as pool:
         facts_job = pool.submit(compute_all_facts, data, as_of.date, rfm[["customer_id", "segment"]])
+        cells_job = pool.submit(_timed, cells_since, earlier_reads, snapshot)
         clusters = cluster_customers(features, seed=seed, k=k) if len(features) else None
         lap("clusters")
         scores = _scores_table(rfm, clusters)
@@ -178,8 +186,9 @@ def refresh(
                 errors[name] = f"{type(exc).__name__}: {exc}"
             lap(f"scorer:{name}")
         facts = facts_job.result()
-    lap("facts_wait")  # what the facts added after the clusters and scorers were done
-    timings["facts"] = facts.seconds  # on the thread, beside the two stages above
+        cells, timings["migration"] = cells_job.result()
+    lap("facts_wait")  # what the facts and cells added after the clusters and scorers were done
+    timings["facts"] = facts.seconds  # on threads, beside the two stages above
 
     k_fitted = clusters.k if clusters else 0
     model_version = "+".join([f"{MODEL_VERSION}-k{k_fitted}-s{seed}", *versions])[:64]
@@ -190,7 +199,7 @@ def refresh(
         fallbacks=tuple(rfm.attrs.get("fallbacks", ())), timings=timings,
         fingerprint=fingerprint_summary(fingerprint), scorer_errors=errors, read=read.to_dict(),
     )
-    _write(engine, as_of, features, scores, model_version, clusters, report, seed, facts)
+    _write(engine, as_of, features, scores, snapshot, model_version, clusters, report, seed, facts, cells)
     lap("write")
     return report
 
@@ -216,16 +225,26 @@ def _merge_scorer(scores: pd.DataFrame, extra: pd.DataFrame) -> pd.DataFrame:
     return kept.merge(extra, on="customer_id", how="left")
 
 
+def _snapshot_rows(rfm: pd.DataFrame, features: pd.DataFrame) -> pd.DataFrame:
+    """The segment snapshot of the as-of date (scorers never change a segment)."""
+    return rfm[["customer_id", "segment"]].merge(
+        features[["customer_id", "revenue", "state", "region"]], on="customer_id", how="left")
+
+
+def _timed(fn: Callable[..., Any], *args: Any) -> tuple[Any, float]:
+    started = time.perf_counter()
+    return fn(*args), time.perf_counter() - started
+
+
 def _write(engine: Engine, as_of: AsOf, features: pd.DataFrame, scores: pd.DataFrame,
-           model_version: str, clusters: ClusterResult | None, report: RefreshReport,
-           seed: int, facts: ComputedFacts) -> None:
+           snapshot: pd.DataFrame, model_version: str, clusters: ClusterResult | None,
+           report: RefreshReport, seed: int, facts: ComputedFacts,
+           cells: dict[dt.date, pd.DataFrame]) -> None:
     day = as_of.date.isoformat()
     feature_rows = features.assign(as_of=day)
     score_rows = scores.assign(as_of=day, model_version=model_version)
     score_rows = score_rows[[c.name for c in schema.customer_scores.columns if c.name in score_rows.columns]]
-    snapshot = scores[["customer_id", "segment"]].merge(
-        features[["customer_id", "revenue", "state", "region"]], on="customer_id", how="left"
-    ).assign(snapshot_date=day)
+    snapshot = snapshot.assign(snapshot_date=day)
     S = schema.segment_snapshots
     with engine.begin() as conn:
         conn.execute(schema.customer_features.delete())
@@ -237,6 +256,7 @@ def _write(engine: Engine, as_of: AsOf, features: pd.DataFrame, scores: pd.DataF
             writer.insert(schema.customer_scores, score_rows)
             writer.insert(S, snapshot)
         build_facts(engine, as_of.date, conn, computed=facts)
+        write_cells(conn, as_of.date, cells)
         set_meta(conn, "as_of", as_of.to_dict())
         set_meta(conn, "refreshed_at", dt.datetime.now().isoformat(timespec="seconds"))
         set_meta(conn, "data_fingerprint", report.fingerprint)

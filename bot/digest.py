@@ -378,11 +378,11 @@ def _churn_section(engine: Engine, as_of: dt.date, place: Place, currency: str) 
 def _migration_section(engine: Engine, as_of: dt.date, place: Place, currency: str) -> Section:
     from analytics.charts import heatmap
     from analytics.errors import NotAvailable
-    from analytics.migration import segment_migration
+    from analytics.migration import DIGEST_WEEKS, segment_migration
 
     title = "Segment migration"
     try:
-        m = segment_migration(engine, as_of, weeks=1, place=place)
+        m = segment_migration(engine, as_of, weeks=DIGEST_WEEKS, place=place)
     except NotAvailable as exc:
         return Section("migration", title, str(exc), unavailable=str(exc))
     flows = m.top_flows(TOP_FLOWS)

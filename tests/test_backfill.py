@@ -15,10 +15,20 @@ from sqlalchemy import func, select
 
 from analytics.backfill import backfill_snapshots, week_ends
 from analytics.features import build_features
-from analytics.migration import NEW_CUSTOMERS, migration_between, read_snapshot, snapshot_dates
+from analytics.migration import (
+    NEW_CUSTOMERS,
+    Migration,
+    migration_between,
+    read_snapshot,
+    segment_migration,
+    snapshot_dates,
+    stored_cells,
+    transition,
+)
 from analytics.refresh import refresh
 from analytics.rfm import rfm_scores
 from bot.cli import cli
+from storage.geography import ALL, Place
 from storage.schema import segment_snapshots
 
 AS_OF = dt.date(2024, 3, 31)
@@ -94,6 +104,43 @@ def test_backfill_is_idempotent_and_skips_weeks_without_customers(small) -> None
     assert counts.is_monotonic_increasing and counts.iloc[-1] == 12
 
 
+def _same_migration(a: Migration, b: Migration) -> None:
+    pd.testing.assert_frame_equal(a.counts, b.counts)
+    pd.testing.assert_frame_equal(a.revenue, b.revenue, rtol=1e-9)
+    pd.testing.assert_frame_equal(a.by_segment, b.by_segment, rtol=1e-9)
+    pd.testing.assert_frame_equal(a.flows.drop(columns="revenue"), b.flows.drop(columns="revenue"))
+    for name in ("customers_earlier", "customers_later", "stayed", "upgrades", "downgrades",
+                 "new_customers", "not_in_later"):
+        assert getattr(a, name) == getattr(b, name), name
+    assert a.upgrade_revenue == pytest.approx(b.upgrade_revenue)
+    assert a.downgrade_revenue == pytest.approx(b.downgrade_revenue)
+
+
+def _from_snapshots(engine, earlier: dt.date, later: dt.date, place: Place = ALL) -> Migration:  # noqa: ANN001
+    return transition(read_snapshot(engine, earlier), read_snapshot(engine, later),
+                      earlier=earlier, later=later, place=place)
+
+
+def test_the_refresh_stores_the_migrations_the_digest_and_command_ask_for(small) -> None:  # noqa: ANN001
+    backfill_snapshots(small, AS_OF, weeks=5)
+    refresh(small, as_of=AS_OF, k=2)
+    week, month = AS_OF - dt.timedelta(weeks=1), AS_OF - dt.timedelta(weeks=4)
+    places = (ALL, Place("state", "SP", "SP"), Place("region", "Sudeste", "Sudeste"))
+    for earlier in (week, month):
+        assert stored_cells(small, earlier, AS_OF) is not None
+        for place in places:
+            _same_migration(migration_between(small, earlier, AS_OF, place),
+                            _from_snapshots(small, earlier, AS_OF, place))
+    assert segment_migration(small, AS_OF, weeks=1).earlier == week
+    # a pair no refresh stored is computed from the snapshots
+    assert stored_cells(small, AS_OF - dt.timedelta(weeks=2), AS_OF) is None
+    # rewriting a snapshot drops the cells that name it
+    backfill_snapshots(small, week, weeks=0)
+    assert stored_cells(small, week, AS_OF) is None
+    assert stored_cells(small, month, AS_OF) is not None
+    _same_migration(migration_between(small, week, AS_OF), _from_snapshots(small, week, AS_OF))
+
+
 def test_pulse_backfill_command(small) -> None:  # noqa: ANN001
     url = small.url.render_as_string(hide_password=False)
     result = CliRunner().invoke(cli, ["--db", url, "backfill", "--weeks", "3", "--as-of", "2024-03-31"])
@@ -149,6 +196,19 @@ def test_backfill_26_weeks_on_olist_gives_the_migration_pandas_computes(olist_co
     both = pd.concat({"b": before, "a": after}, axis=1).dropna()
     assert m.downgrades == int((both["a"].map(rank) > both["b"].map(rank)).sum())
     assert m.upgrades == int((both["a"].map(rank) < both["b"].map(rank)).sum())
+
+    # the refresh of the last week stores its migration from the week before; read back,
+    # it is the one pandas computes
+    refresh(engine, as_of=OLIST_AS_OF, k=2)
+    last, before_last = weeks[-1], weeks[-2]
+    assert stored_cells(engine, before_last, last) is not None
+    prev = segments_by_hand(purchases, before_last)["segment"]
+    now = segments_by_hand(purchases, last)["segment"]
+    expected = pd.crosstab(prev.reindex(now.index).fillna(NEW_CUSTOMERS), now)
+    stored = migration_between(engine, before_last, last)
+    assert (stored.counts.loc[expected.index, expected.columns].to_numpy() == expected.to_numpy()).all()
+    assert int(stored.counts.to_numpy().sum()) == len(now)
+    _same_migration(stored, _from_snapshots(engine, before_last, last))
 
     # running it again changes nothing (idempotent), and --missing-only skips every week
     with engine.connect() as conn:

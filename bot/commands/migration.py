@@ -5,12 +5,12 @@ from __future__ import annotations
 import pandas as pd
 
 from analytics import charts
-from analytics.migration import NEW_CUSTOMERS, segment_migration
+from analytics.migration import COMMAND_WEEKS, NEW_CUSTOMERS, segment_migration
 from bot.answers import Answer, Chart, Figure, Table, fmt_int, fmt_money, fmt_pct
 from bot.commands.args import int_option, parse_args
 from bot.router import Command, CommandContext
 
-DEFAULT_WEEKS = 4
+DEFAULT_WEEKS = COMMAND_WEEKS
 MAX_WEEKS = 104
 TOP_FLOWS = 10
 
