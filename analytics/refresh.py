@@ -150,11 +150,12 @@ def refresh(
     fingerprint = read_fingerprint(engine)
     lap("as_of")
 
-    # the snapshots the digest's and /migration's spans start from, read in the background
-    earlier_reads = start_earlier_reads(engine, as_of.date)
     # one columnar read shared by features, scorers and facts
     data, read = read_with_snapshot(engine, fingerprint, full=full_read)
     lap("read")
+    # the snapshots the digest's and /migration's spans start from, read in the background
+    # (after the dataset: their reads would hold up its reader processes)
+    earlier_reads = start_earlier_reads(engine, as_of.date)
     features = features_of(data, as_of.date)
     lap("features")
     rfm = rfm_scores(features)
