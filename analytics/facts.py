@@ -7,7 +7,9 @@ pandas on integer and categorical keys (ids and places as strings only in the sm
 results) and replaces the `agg_*` tables (storage/schema.py). Meta "facts" records the
 as-of date and the parameters the facts were built with; a report uses the facts only
 when that as-of equals the one it is asked for (`analytics.filters.facts_meta`),
-otherwise it runs its own queries over the raw tables.
+otherwise it runs its own queries over the raw tables. `agg_risk` is the exception: it
+is grouped from the scores already written in the same transaction (`analytics.risk`),
+so it always matches them whatever the as-of.
 
 Figures are computed with the same rules (and, where it matters, the same pandas
 functions) as the reports' raw-table path, so both paths give the same answers (delivery

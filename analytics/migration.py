@@ -26,6 +26,14 @@ writes past weeks). A migration compares an *earlier* and a *later* snapshot:
 
 Choosing the snapshots (`resolve_snapshots`): the later is the latest snapshot on or
 before `as_of`; the earlier is the latest one at least `weeks` × 7 days before it.
+
+Every migration adds up from *cells*: customers and revenue per place, earlier and later
+segment (`migration_cells`). The refresh stores the cells from the snapshots one and four
+weeks back (the digest's and `/migration`'s default spans) to the snapshot it writes, in
+`agg_migration`, computed from the snapshot in memory; a migration reads them when they
+are stored (a few thousand rows instead of two snapshots of every customer) and otherwise
+computes them from the two snapshots. Whoever rewrites a snapshot drops the cells that
+name its date (`forget_cells`), so stored cells always match the snapshots.
 """
 
 from __future__ import annotations
