@@ -410,7 +410,9 @@ def _risk_facts(engine: Engine, risk_filter: RiskFilter) -> pd.DataFrame | None:
         stmt = stmt.where(R.c.segment == risk_filter.segment)
     with engine.connect() as conn:
         rows = conn.execute(stmt).all()
-    return pd.DataFrame([tuple(r) for r in rows], columns=[c.name for c in R.columns])
+    frame = pd.DataFrame([tuple(r) for r in rows], columns=[c.name for c in R.columns])
+    # a column of NULLs alone would come back as objects
+    return frame.astype({"customers": "int64", "value_at_risk": float, "revenue": float})
 
 
 @dataclass(frozen=True)
