@@ -7,9 +7,9 @@ pandas on integer and categorical keys (ids and places as strings only in the sm
 results) and replaces the `agg_*` tables (storage/schema.py). Meta "facts" records the
 as-of date and the parameters the facts were built with; a report uses the facts only
 when that as-of equals the one it is asked for (`analytics.filters.facts_meta`),
-otherwise it runs its own queries over the raw tables. `agg_risk` is the exception: it
-is grouped from the scores already written in the same transaction (`analytics.risk`),
-so it always matches them whatever the as-of.
+otherwise it runs its own queries over the raw tables. `agg_customers` is the exception:
+it is grouped from the features and scores already written in the same transaction
+(`write_customer_facts`), so it always matches them whatever the as-of.
 
 Figures are computed with the same rules (and, where it matters, the same pandas
 functions) as the reports' raw-table path, so both paths give the same answers (delivery
@@ -29,17 +29,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-from sqlalchemy import Connection, Engine, Integer, Select, select
+from sqlalchemy import Connection, Engine, Integer, Select, case, func, select
 
 from analytics import delivery as dlv
 from analytics.cohorts import cohort_cells
 from analytics.dataset import DAY_US, NAT, Dataset, codes_in, day_of, read_dataset, to_micros
-from analytics.filters import FACTS_ALL_KEY, FACTS_META
+from analytics.filters import CUSTOMER_FACTS_META, FACTS_ALL_KEY, FACTS_META
 from analytics.finance import DEFAULT_HEAVY_RATIO, TOP_SHARES, gini, top_share, top_share_column
 from analytics.kpis import NO_CATEGORY
 from analytics.payments import MISMATCH_ABS, MISMATCH_REL
 from analytics.periods import end_of_day
-from analytics.risk import write_risk_facts
 from analytics.weekly import WEEKLY_FACTS, weekly_facts
 from storage import schema
 from storage.loaders.bulk import BulkWriter
@@ -104,7 +103,7 @@ def build_facts(engine: Engine, as_of: dt.date, conn: Connection | None = None, 
         for table in schema.FACT_TABLES:
             frame = computed.frames[table.name]
             counts[table.name] = writer.insert(table, frame) if len(frame) else 0
-    counts[schema.agg_risk.name] = write_risk_facts(conn)  # from the scores, written by now
+    counts[schema.agg_customers.name] = write_customer_facts(conn)  # features and scores are written by now
     set_meta(conn, FACTS_META, {
         "as_of": as_of.isoformat(), WEEKLY_FACTS: computed.weekly, "heavy_ratio": DEFAULT_HEAVY_RATIO,
         "freight_bands": FREIGHT_BANDS, "top_shares": list(TOP_SHARES),
@@ -135,6 +134,28 @@ def _frames(data: Dataset, as_of: dt.date, segments: pd.DataFrame) -> dict[str, 
         "agg_concentration": _concentration(orders),
     }
     return {t.name: _conform(out[t.name], t) for t in schema.FACT_TABLES}
+
+
+def write_customer_facts(conn: Connection) -> int:
+    """Replace `agg_customers` with the stored features joined to the scores, grouped by
+    place, RFM segment, churn source and risk band (in the caller's transaction, after both
+    are written); its rows. The at-risk figures (`analytics.risk.at_risk`), LTV by
+    geography and predicted CLV of any place add up from it."""
+    A, F = schema.agg_customers, schema.customer_features
+    keys = [F.c.state, F.c.region, SCO.c.segment, SCO.c.churn_source, SCO.c.risk_band]
+    grouped = (
+        select(*keys, func.count(), func.count(case((F.c.orders > 0, 1))), func.coalesce(func.sum(F.c.orders), 0),
+               func.count(case((F.c.orders >= 2, 1))), func.sum(F.c.revenue), func.sum(SCO.c.value_at_risk),
+               func.sum(SCO.c.clv), func.count(SCO.c.clv))
+        .select_from(SCO).join(F, SCO.c.customer_id == F.c.customer_id).group_by(*keys)
+    )
+    conn.execute(A.delete())
+    conn.execute(A.insert().from_select(
+        ["state", "region", "segment", "churn_source", "risk_band", "customers", "buyers", "orders",
+         "repeaters", "revenue", "value_at_risk", "clv", "clv_customers"], grouped))
+    rows = int(conn.execute(select(func.count()).select_from(A)).scalar())
+    set_meta(conn, CUSTOMER_FACTS_META, {"rows": rows})
+    return rows
 
 
 # --- reading ------------------------------------------------------------------------

@@ -69,6 +69,29 @@ def features_ready(engine: Engine, as_of: dt.date) -> bool:
     return bool(n) and lo == hi == as_of
 
 
+CUSTOMER_FACTS_META = "customer_facts"  # meta key: agg_customers was built (with the scores)
+
+
+def customer_facts(engine: Engine, place: Place = ALL, segment: str | None = None) -> pd.DataFrame | None:
+    """The `agg_customers` rows in a place (and RFM segment), typed; None before a refresh
+    built them. They always match the stored features and scores: the refresh writes all
+    three in one transaction, and only it writes scores."""
+    if get_meta(engine, CUSTOMER_FACTS_META) is None:
+        return None
+    A = schema.agg_customers
+    stmt = select(A)
+    if not place.is_all:
+        stmt = stmt.where(A.c[place.kind] == place.value)
+    if segment:
+        stmt = stmt.where(A.c.segment == segment)
+    with engine.connect() as conn:
+        rows = conn.execute(stmt).all()
+    frame = pd.DataFrame([tuple(r) for r in rows], columns=[c.name for c in A.columns])
+    # a column of NULLs alone would come back as objects
+    return frame.astype({"customers": "int64", "buyers": "int64", "orders": "int64", "repeaters": "int64",
+                         "revenue": float, "value_at_risk": float, "clv": float, "clv_customers": "int64"})
+
+
 FACTS_META = "facts"  # meta key: as-of date and parameters of the agg_* tables
 
 

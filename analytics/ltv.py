@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import Engine, case, func, select
 
-from analytics.filters import customer_totals, read_frame
+from analytics.filters import customer_facts, customer_totals, features_ready, read_frame
 from analytics.results import Result
 from storage.geography import ALL, Place
 
@@ -50,6 +50,34 @@ class LtvByGeography(Result):
     ltv_threshold: float | None  # median average LTV over classified groups
 
 
+GROUP_COLUMNS = ["group", "customers", "orders", "revenue", "repeaters"]
+
+
+def _groups_from_facts(engine: Engine, as_of: dt.date, place: Place, level: str) -> pd.DataFrame | None:
+    """Customers, orders, revenue and repeaters per group from `agg_customers`, when the
+    stored features (which it sums) are as of `as_of`; else None."""
+    facts = customer_facts(engine, place) if features_ready(engine, as_of) else None
+    if facts is None:
+        return None
+    buyers = facts[facts["buyers"] > 0]
+    sums = buyers.groupby(buyers[level], dropna=False)[["buyers", "orders", "revenue", "repeaters"]].sum()
+    return sums.rename(columns={"buyers": "customers"}).rename_axis("group").reset_index()[GROUP_COLUMNS]
+
+
+def _groups_from_store(engine: Engine, as_of: dt.date, place: Place, level: str) -> pd.DataFrame:
+    """The same per group, from the customers' totals (features or orders)."""
+    totals = customer_totals(engine, as_of, place)
+    group = totals.c[level]
+    stmt = select(
+        group.label("group"),
+        func.count().label("customers"),
+        func.sum(totals.c.orders).label("orders"),
+        func.sum(totals.c.revenue).label("revenue"),
+        func.sum(case((totals.c.orders >= 2, 1), else_=0)).label("repeaters"),
+    ).group_by(group)
+    return read_frame(engine, stmt)
+
+
 def ltv_by_geography(
     engine: Engine,
     as_of: dt.date,
@@ -61,16 +89,9 @@ def ltv_by_geography(
     """Customers, revenue, average LTV and repeat rate per state or region, classified."""
     if level not in LEVELS:
         raise ValueError(f"level must be one of {LEVELS}, not {level!r}")
-    totals = customer_totals(engine, as_of, place)
-    group = totals.c[level]
-    stmt = select(
-        group.label("group"),
-        func.count().label("customers"),
-        func.sum(totals.c.orders).label("orders"),
-        func.sum(totals.c.revenue).label("revenue"),
-        func.sum(case((totals.c.orders >= 2, 1), else_=0)).label("repeaters"),
-    ).group_by(group)
-    df = read_frame(engine, stmt)
+    df = _groups_from_facts(engine, as_of, place, level)
+    if df is None:
+        df = _groups_from_store(engine, as_of, place, level)
     df["group"] = df["group"].fillna("(unknown)")
     df = df.astype({"customers": int, "orders": int, "revenue": float, "repeaters": int})
     customers, revenue = int(df["customers"].sum()), float(df["revenue"].sum())

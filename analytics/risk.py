@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Connection, Engine, Select, and_, func, select
+from sqlalchemy import Engine, Select, and_, func, select
 
 from analytics.churn import (
     ChurnModel,
@@ -54,6 +54,7 @@ from analytics.clv import (
 )
 from analytics.dataset import Dataset
 from analytics.errors import NotAvailable
+from analytics.filters import customer_facts
 from analytics.model_store import data_fingerprint, load_card, load_model, save_model
 from analytics.periods import end_of_day
 from analytics.results import Result
@@ -378,41 +379,12 @@ def scores_as_of(engine: Engine) -> dt.date | None:
     return dt.date.fromisoformat(str(value)[:10])
 
 
-RISK_FACTS_META = "risk_facts"  # meta key: agg_risk matches the scores written with it
-_RISK_KEYS = ("state", "region", "segment", "churn_source", "risk_band")
-
-
-def write_risk_facts(conn: Connection) -> int:
-    """Replace `agg_risk` with the stored scores grouped by place, RFM segment, churn source
-    and risk band (in the caller's transaction, after the scores are written); its rows.
-    The at-risk figures of any place and segment add up from it (`at_risk`)."""
-    R = schema.agg_risk
-    keys = [F.c.state, F.c.region, S.c.segment, S.c.churn_source, S.c.risk_band]
-    grouped = (select(*keys, func.count(), func.sum(S.c.value_at_risk), func.sum(F.c.revenue))
-               .select_from(S).join(F, S.c.customer_id == F.c.customer_id).group_by(*keys))
-    conn.execute(R.delete())
-    conn.execute(R.insert().from_select([*_RISK_KEYS, "customers", "value_at_risk", "revenue"], grouped))
-    rows = int(conn.execute(select(func.count()).select_from(R)).scalar())
-    set_meta(conn, RISK_FACTS_META, {"rows": rows})
-    return rows
-
-
 def _risk_facts(engine: Engine, risk_filter: RiskFilter) -> pd.DataFrame | None:
-    """The `agg_risk` rows of the filter's place and segment, or None when the filter
+    """The `agg_customers` rows of the filter's place and segment, or None when the filter
     needs the scores themselves (a probability floor) or the facts were never built."""
-    if risk_filter.min_prob is not None or get_meta(engine, RISK_FACTS_META) is None:
+    if risk_filter.min_prob is not None:
         return None
-    R = schema.agg_risk
-    stmt = select(R)
-    if not risk_filter.place.is_all:
-        stmt = stmt.where(R.c[risk_filter.place.kind] == risk_filter.place.value)
-    if risk_filter.segment:
-        stmt = stmt.where(R.c.segment == risk_filter.segment)
-    with engine.connect() as conn:
-        rows = conn.execute(stmt).all()
-    frame = pd.DataFrame([tuple(r) for r in rows], columns=[c.name for c in R.columns])
-    # a column of NULLs alone would come back as objects
-    return frame.astype({"customers": "int64", "value_at_risk": float, "revenue": float})
+    return customer_facts(engine, risk_filter.place, risk_filter.segment)
 
 
 @dataclass(frozen=True)
@@ -469,7 +441,7 @@ _NO_GROUP = "(unknown)"
 
 def at_risk(engine: Engine, risk_filter: RiskFilter = RiskFilter(), *, top: int = 10) -> AtRisk:
     """Figures, the `top` customers by value at risk and value at risk per state (or, for
-    one state, per RFM segment). The figures add up from `agg_risk` when the filter allows
+    one state, per RFM segment). The figures add up from `agg_customers` when the filter allows
     (no probability floor), else from the scores. Raises NotAvailable before churn scores
     exist."""
     if not scores_available(engine):
@@ -594,16 +566,21 @@ def predicted_clv_by(engine: Engine, level: str = "state") -> pd.DataFrame:
     column `predicted_clv`), from the last refresh. Raises NotAvailable without CLV scores."""
     if level not in ("state", "region"):
         raise ValueError(f"level must be state or region, not {level!r}")
-    group = F.c[level]
-    with engine.connect() as conn:
-        rows = conn.execute(
-            select(group.label("group"), func.avg(S.c.clv).label("predicted_clv"),
-                   func.count(S.c.clv).label("scored"))
-            .select_from(S).join(F, S.c.customer_id == F.c.customer_id)
-            .where(S.c.clv.is_not(None)).group_by(group)
-        ).all()
-    if not rows:
+    facts = customer_facts(engine)
+    if facts is not None:
+        scored = facts[facts["clv_customers"] > 0]
+        sums = scored.groupby(scored[level].fillna(_NO_GROUP))[["clv", "clv_customers"]].sum()
+        frame = pd.DataFrame({"group": sums.index, "predicted_clv": sums["clv"] / sums["clv_customers"]})
+    else:
+        group = F.c[level]
+        with engine.connect() as conn:
+            rows = conn.execute(
+                select(group.label("group"), func.avg(S.c.clv).label("predicted_clv"))
+                .select_from(S).join(F, S.c.customer_id == F.c.customer_id)
+                .where(S.c.clv.is_not(None)).group_by(group)
+            ).all()
+        frame = pd.DataFrame([tuple(r) for r in rows], columns=["group", "predicted_clv"])
+        frame["group"] = frame["group"].fillna(_NO_GROUP)
+    if frame.empty:
         raise NotAvailable("There is no predicted CLV (BG/NBD and Gamma-Gamma were not fitted).")
-    frame = pd.DataFrame([tuple(r) for r in rows], columns=["group", "predicted_clv", "scored"])
-    frame["group"] = frame["group"].fillna("(unknown)")
     return frame.set_index("group")[["predicted_clv"]].astype(float)

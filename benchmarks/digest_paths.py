@@ -2,7 +2,7 @@
 
     python -m benchmarks.digest_paths sqlite:///path/to/store.db --runs 3
 
-Builds the digest alternately the way it is built (at-risk figures from `agg_risk`,
+Builds the digest alternately the way it is built (at-risk figures from `agg_customers`,
 segment migration from `agg_migration`, the as-of date of the last refresh) and by the
 raw paths (the scores, the two snapshots, the daily order counts), prints each time and
 whether both gave the same text. The store must have been refreshed.

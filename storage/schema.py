@@ -394,11 +394,12 @@ agg_concentration = Table(
     Column("top_share_20", Float),
 )
 
-# Written from the stored scores (not from the dataset) after they are: one row per
-# place, RFM segment, churn source and risk band; the figures `/churn-risk` and the digest
-# show for a place, a segment and risk band "high" add up from it (analytics.risk).
-agg_risk = Table(
-    "agg_risk",
+# Written from the stored features and scores (not from the dataset) after they are: one
+# row per place, RFM segment, churn source and risk band with the customers' sums. The
+# figures `/churn-risk`, `/ltv` and the digest show for a place add up from it
+# (analytics.risk, analytics.ltv).
+agg_customers = Table(
+    "agg_customers",
     metadata,
     Column("state", String(64)),
     Column("region", String(64)),
@@ -406,8 +407,13 @@ agg_risk = Table(
     Column("churn_source", String(16)),
     Column("risk_band", String(8)),
     Column("customers", Integer, nullable=False),
+    Column("buyers", Integer, nullable=False),  # customers with a purchase (features.orders > 0)
+    Column("orders", Integer, nullable=False),  # Σ features.orders
+    Column("repeaters", Integer, nullable=False),  # customers with two purchases or more
+    Column("revenue", Float),  # Σ historical revenue (features.revenue)
     Column("value_at_risk", Float),  # Σ, NULL when no customer of the row has one
-    Column("revenue", Float),  # Σ historical revenue (customer_features.revenue)
+    Column("clv", Float),  # Σ predicted CLV, NULL when no customer of the row has one
+    Column("clv_customers", Integer, nullable=False),  # customers with a predicted CLV
 )
 
 # Segment migration cells between two snapshots (analytics.migration): customers and

@@ -12,7 +12,7 @@ from sqlalchemy import Engine
 
 from analytics.ltv import TOO_FEW, ltv_by_geography
 from storage import schema
-from storage.geography import resolve_place
+from storage.geography import ALL, Place, resolve_place
 from storage.store import open_store
 
 AS_OF = dt.date(2024, 6, 30)
@@ -157,3 +157,36 @@ def test_olist_ltv_by_state(olist) -> None:  # noqa: ANN001
     avg = expected["revenue"] / expected["customers"]
     assert r.ltv_threshold == pytest.approx(avg.median(), rel=1e-9)
     assert r.volume_threshold == expected["customers"].median()
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_olist_ltv_adds_up_from_the_refresh_facts(olist, tmp_path_factory) -> None:  # noqa: ANN001
+    """After a refresh, LTV by geography adds up from agg_customers: the same groups as the
+    customers' totals give, and the per-state figures pandas computes from the raw data."""
+    from conftest import copy_store
+
+    from analytics.filters import customer_facts
+    from analytics.ltv import _groups_from_store
+    from analytics.refresh import refresh
+
+    olist.dispose()
+    engine = copy_store(olist, tmp_path_factory.mktemp("olist-ltv"))
+    refresh(engine, AS_OF_OLIST, k=2)
+    assert customer_facts(engine) is not None
+    for place, level in ((ALL, "state"), (ALL, "region"), (Place("region", "Sudeste", "Sudeste"), "state")):
+        r = ltv_by_geography(engine, AS_OF_OLIST, place, level=level)
+        raw = _groups_from_store(engine, AS_OF_OLIST, place, level).set_index("group").sort_index()
+        got = r.groups.set_index("group").sort_index()
+        assert list(got.index) == list(raw.index)
+        assert (got["customers"] == raw["customers"]).all()
+        assert got["revenue"].to_numpy() == pytest.approx(raw["revenue"].to_numpy(), rel=1e-12)
+        assert (got["repeat_rate"] == raw["repeaters"] / raw["customers"]).all()
+    p = olist_purchases()
+    p = p.assign(state=p["person"].map(person_state(olist_raw())))
+    per_person = p.groupby(["state", "person"])["revenue"].agg(["sum", "size"]).reset_index()
+    expected = per_person.groupby("state").agg(customers=("person", "size"), revenue=("sum", "sum"))
+    g = ltv_by_geography(engine, AS_OF_OLIST).groups.set_index("group")
+    assert (g.loc[expected.index, "customers"] == expected["customers"]).all()
+    assert g.loc[expected.index, "revenue"].to_numpy() == pytest.approx(expected["revenue"].to_numpy(), rel=1e-9)
+    engine.dispose()

@@ -16,6 +16,7 @@ from analytics import clv as clv_module
 from analytics import risk
 from analytics.churn import read_history
 from analytics.clv import ConvergenceError
+from analytics.filters import CUSTOMER_FACTS_META
 from analytics.model_store import data_fingerprint, load_card, read_fingerprint
 from analytics.refresh import refresh
 from analytics.rfm import SEGMENT_NAMES
@@ -273,9 +274,9 @@ def _expected_figures(s: pd.DataFrame, place: Place, segment: str | None) -> dic
 
 
 def test_at_risk_figures_add_up_from_the_risk_facts(scored: Engine) -> None:
-    """The refresh writes agg_risk; the figures of every place and segment filter taken
+    """The refresh writes agg_customers; the figures of every place and segment filter taken
     from it equal those computed from the scores, in pandas and by the raw-score queries."""
-    assert get_meta(scored, risk.RISK_FACTS_META)["rows"] > 0
+    assert get_meta(scored, CUSTOMER_FACTS_META)["rows"] > 0
     s = scores(scored)
     seg = s["segment"].value_counts().index[0]
     region = s["region"].dropna().iloc[0]
@@ -349,5 +350,5 @@ def test_at_risk_queries_on_both_dialects(store: Engine) -> None:
     csv = b"".join(risk.iter_at_risk_csv(store, RiskFilter(min_prob=0.3), chunk_rows=7)).decode()
     assert len(csv.strip().splitlines()) == res.at_risk + 1
     assert isinstance(res.as_of, dt.date) and res.as_of == AS_OF
-    # the default filter adds up from agg_risk, written by INSERT … SELECT on both dialects
+    # the default filter adds up from agg_customers, written by INSERT … SELECT on both dialects
     assert at_risk(store, top=0).at_risk == (s["risk_band"] == "high").sum() > 0
