@@ -46,7 +46,7 @@ from sqlalchemy import Engine
 
 from analytics.asof import AsOf, resolve_as_of
 from analytics.clusters import ClusterResult, cluster_customers
-from analytics.facts import ComputedFacts, build_facts, compute_all_facts
+from analytics.facts import ComputedFacts, build_facts, compute_all_facts, customer_facts_frame
 from analytics.features import features_of
 from analytics.migration import cells_since, start_earlier_reads, write_cells
 from analytics.model_store import DataFingerprint, read_fingerprint
@@ -200,7 +200,9 @@ def refresh(
         fallbacks=tuple(rfm.attrs.get("fallbacks", ())), timings=timings,
         fingerprint=fingerprint_summary(fingerprint), scorer_errors=errors, read=read.to_dict(),
     )
-    _write(engine, as_of, features, scores, snapshot, model_version, clusters, report, seed, facts, cells)
+    customer_rows = customer_facts_frame(features, scores)
+    _write(engine, as_of, features, scores, snapshot, model_version, clusters, report, seed, facts, cells,
+           customer_rows)
     lap("write")
     return report
 
@@ -240,7 +242,7 @@ def _timed(fn: Callable[..., Any], *args: Any) -> tuple[Any, float]:
 def _write(engine: Engine, as_of: AsOf, features: pd.DataFrame, scores: pd.DataFrame,
            snapshot: pd.DataFrame, model_version: str, clusters: ClusterResult | None,
            report: RefreshReport, seed: int, facts: ComputedFacts,
-           cells: dict[dt.date, pd.DataFrame]) -> None:
+           cells: dict[dt.date, pd.DataFrame], customer_rows: pd.DataFrame) -> None:
     day = as_of.date.isoformat()
     feature_rows = features.assign(as_of=day)
     score_rows = scores.assign(as_of=day, model_version=model_version)
@@ -256,7 +258,7 @@ def _write(engine: Engine, as_of: AsOf, features: pd.DataFrame, scores: pd.DataF
             writer.insert(schema.customer_features, feature_rows)
             writer.insert(schema.customer_scores, score_rows)
             writer.insert(S, snapshot)
-        build_facts(engine, as_of.date, conn, computed=facts)
+        build_facts(engine, as_of.date, conn, computed=facts, customers=customer_rows)
         write_cells(conn, as_of.date, cells)
         set_meta(conn, "as_of", as_of.to_dict())
         set_meta(conn, "refreshed_at", dt.datetime.now().isoformat(timespec="seconds"))

@@ -352,3 +352,32 @@ def test_at_risk_queries_on_both_dialects(store: Engine) -> None:
     assert isinstance(res.as_of, dt.date) and res.as_of == AS_OF
     # the default filter adds up from agg_customers, written by INSERT … SELECT on both dialects
     assert at_risk(store, top=0).at_risk == (s["risk_band"] == "high").sum() > 0
+
+
+def test_customer_facts_in_memory_equal_the_query(scored: Engine) -> None:
+    """The refresh groups its frames in pandas (`customer_facts_frame`); the query that
+    `build_facts` runs alone over the stored rows gives the same groups and sums."""
+    from analytics.facts import CUSTOMER_FACT_KEYS, customer_facts_frame, write_customer_facts
+
+    with scored.connect() as conn:
+        features = pd.read_sql(text("SELECT * FROM customer_features"), conn)
+        stored = pd.read_sql(text("SELECT * FROM customer_scores"), conn)
+    in_memory = customer_facts_frame(features, stored)
+    with scored.connect() as conn:
+        transaction = conn.begin()
+        write_customer_facts(conn)
+        queried = pd.read_sql(text("SELECT * FROM agg_customers"), conn)
+        transaction.rollback()
+
+    def ordered(frame: pd.DataFrame) -> pd.DataFrame:
+        keys = frame[CUSTOMER_FACT_KEYS].astype(object).fillna("(null)")
+        return frame.assign(**keys).sort_values(CUSTOMER_FACT_KEYS, ignore_index=True)
+
+    a, b = ordered(in_memory), ordered(queried)
+    assert len(a) == len(b) > 3
+    assert (a[CUSTOMER_FACT_KEYS] == b[CUSTOMER_FACT_KEYS]).all().all()
+    for col in ("customers", "buyers", "orders", "repeaters", "clv_customers"):
+        assert (a[col].astype(int) == b[col].astype(int)).all(), col
+    for col in ("revenue", "value_at_risk", "clv"):
+        assert (a[col].isna() == b[col].isna()).all(), col
+        assert a[col].fillna(0).to_numpy() == pytest.approx(b[col].fillna(0).to_numpy(), rel=1e-9), col
