@@ -137,24 +137,27 @@ def resolve_snapshots(engine: Engine, as_of: dt.date, weeks: int = 1) -> tuple[d
     if weeks < 1:
         raise ValueError("weeks must be at least 1")
     with engine.connect() as conn:
-        later = conn.execute(select(func.max(SNAP.c.snapshot_date))
-                             .where(SNAP.c.snapshot_date <= as_of)).scalar()
+        later = _latest_snapshot(conn, as_of)
         if later is None:
             raise NotAvailable(
                 f"There is no segment snapshot on or before {as_of}. Run `pulse refresh` "
                 "(today's snapshot) and `pulse backfill --weeks 26` (past weeks)."
             )
-        later = _as_date(later)
         target = later - dt.timedelta(weeks=weeks)
-        earlier = conn.execute(select(func.max(SNAP.c.snapshot_date))
-                               .where(SNAP.c.snapshot_date <= target)).scalar()
+        earlier = _latest_snapshot(conn, target)
     if earlier is None:
         raise NotAvailable(
             f"There is no segment snapshot {weeks} week{'s' if weeks != 1 else ''} before "
             f"{later} (on or before {target}). Run `pulse backfill --weeks {max(weeks, 26)}` "
             "to compute past weekly snapshots from the order history."
         )
-    return _as_date(earlier), later
+    return earlier, later
+
+
+def _latest_snapshot(conn: Connection, on_or_before: dt.date) -> dt.date | None:
+    """The date of the latest snapshot on or before `on_or_before`, or None."""
+    day = conn.execute(select(func.max(SNAP.c.snapshot_date)).where(SNAP.c.snapshot_date <= on_or_before)).scalar()
+    return None if day is None else _as_date(day)
 
 
 def read_snapshot(engine: Engine, day: dt.date) -> pd.DataFrame:
@@ -312,13 +315,8 @@ def from_cells(cells: pd.DataFrame, *, earlier: dt.date, later: dt.date,
 def start_earlier_reads(engine: Engine, later: dt.date) -> dict[dt.date, Future[pa.Table]]:
     """Background reads of the snapshots the spans of `STORED_WEEKS` before `later` start
     from (as `resolve_snapshots` picks them), by date."""
-    days = set()
     with engine.connect() as conn:
-        for weeks in STORED_WEEKS:
-            day = conn.execute(select(func.max(SNAP.c.snapshot_date))
-                               .where(SNAP.c.snapshot_date <= later - dt.timedelta(weeks=weeks))).scalar()
-            if day is not None:
-                days.add(_as_date(day))
+        days = {_latest_snapshot(conn, later - dt.timedelta(weeks=weeks)) for weeks in STORED_WEEKS} - {None}
     return {day: _start_snapshot_read(engine, day) for day in sorted(days)}
 
 

@@ -65,6 +65,7 @@ from storage.store import get_meta, set_meta
 S, F = schema.customer_scores, schema.customer_features
 BANDS = ("high", "medium", "low")
 AT_RISK_BAND = "high"
+_NO_GROUP = "(unknown)"  # the group of customers with no state (or segment)
 SCORING_META_KEY = "risk_scoring"
 CARD_FORMAT = 1  # bump when the card or the model's inputs change: forces a retrain
 
@@ -434,9 +435,6 @@ def _figures_from_scores(engine: Engine, risk_filter: RiskFilter, level: str) ->
                     revenue=float(revenue or 0.0),
                     sources={str(k): int(v) for k, v in sources.items() if k is not None},
                     groups=[(_NO_GROUP if g is None else g, n, v) for g, n, v in groups])
-
-
-_NO_GROUP = "(unknown)"
 
 
 def at_risk(engine: Engine, risk_filter: RiskFilter = RiskFilter(), *, top: int = 10) -> AtRisk:
