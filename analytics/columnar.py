@@ -42,7 +42,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 from sqlalchemy import Engine
 
-from analytics.columnar_worker import as_codes, conform, read_to_file, with_positions
+from analytics.columnar_worker import KeyPositions, as_codes, conform, read_to_file, with_positions
 from storage.engine import unmapped
 
 try:  # optional: the fast path on SQLite
@@ -77,16 +77,18 @@ def read_columns(engine: Engine, table: str, cols: Sequence[Col], where: str = "
 
 def start_read(engine: Engine, table: str, cols: Sequence[Col], where: str = "",
                params: dict | None = None, keys: SharedKeys | None = None,
-               codes: Sequence[str] = (), *, few: bool = False) -> Future[pa.Table]:
+               codes: Sequence[str] = (), *, few: bool = False, parts: int = 1) -> Future[pa.Table]:
     """`read_columns` in the background: the read is queued (on SQLite, handed to a helper
     process) before this returns; the future gives its table. `few`: `where` picks few
-    rows of a big table, read in this process (a helper process costs more than they do)."""
+    rows of a big table, read in this process (a helper process costs more than they do).
+    `parts`: on SQLite, the rows are read as that many rowid ranges, each by a helper of
+    its own, so that a big table arrives sooner and the helpers share the work evenly."""
     codes = tuple(codes)
     schema = pa.schema([(c.name, _TYPES[c.kind]) for c in cols])
     params = params or {}
     if engine.dialect.name != "sqlite":
         return _threads().submit(_finish, lambda: _postgres(engine, table, cols, where, params, schema), keys, codes)
-    tail = f' FROM "{table}"' + (f" WHERE {where}" if where else "")
+    tail = f' FROM "{table}"' + (f" WHERE ({where})" if where else "")
     names = re.findall(r"(?<!:):([A-Za-z_]\w*)", tail)
     args = [_sqlite_value(params[n]) for n in names]
     tail = re.sub(r"(?<!:):([A-Za-z_]\w*)", "?", tail)
@@ -95,17 +97,28 @@ def start_read(engine: Engine, table: str, cols: Sequence[Col], where: str = "",
     def slow() -> pa.Table:
         return _sqlite_dbapi(engine, cols, tail, args, schema)
 
-    if (_adbc is not None and not few and path and path != ":memory:" and not path.startswith("file:")
-            and _rows_about(engine, table) >= ADBC_MIN_ROWS):
+    rows = 0 if few or _adbc is None else _rows_about(engine, table)
+    if rows >= ADBC_MIN_ROWS and path and path != ":memory:" and not path.startswith("file:"):
         # no CASTs: ADBC types each column from all its values (one batch) and `conform`
         # converts; a CAST per cell cost about a third of the read
         plain = "SELECT " + ", ".join(f'{c.sql} AS "{c.name}"' for c in cols) + tail
-        pending = _adbc_submit(str(Path(path).resolve()), plain, args, schema, keys, codes)
-        if pending is not None:
-            def fast() -> pa.Table:
-                got = _adbc_result(*pending)
-                return got if got is not None else slow()
+        queries = [(plain, args)]
+        if parts > 1:
+            cut = [rows * i // parts for i in range(1, parts)]
+            joiner = " AND" if where else " WHERE"
+            queries = ([(plain + joiner + " rowid <= ?", [*args, cut[0]])]
+                       + [(plain + joiner + " rowid > ? AND rowid <= ?", [*args, lo, hi])
+                          for lo, hi in zip(cut, cut[1:], strict=False)]
+                       + [(plain + joiner + " rowid > ?", [*args, cut[-1]])])
+        pending = [_adbc_submit(str(Path(path).resolve()), sql, a, schema, keys, codes) for sql, a in queries]
 
+        def fast() -> pa.Table:
+            got = [_adbc_result(*p) if p is not None else None for p in pending]
+            if any(g is None for g in got):
+                return slow()
+            return got[0] if len(got) == 1 else pa.concat_tables(got)
+
+        if any(p is not None for p in pending):
             return _threads().submit(_finish, fast, keys, codes)
     return _threads().submit(_finish, slow, keys, codes)
 
@@ -127,6 +140,7 @@ class SharedKeys:
         self.folder = tempfile.mkdtemp(prefix="pulse-keys-")
         self.path = os.path.join(self.folder, "keys.arrow")
         self.values: pa.Array | None = None
+        self.index: KeyPositions | None = None
         self._ready = threading.Event()
         self._lock = threading.Lock()
         self._wanted = self._written = False
@@ -135,6 +149,7 @@ class SharedKeys:
         """Make `values` (strings, nulls allowed) the keys; readers waiting for them go on."""
         with self._lock:
             self.values = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+            self.index = KeyPositions.of(self.values)  # sorted once here, for every reader
             if self._wanted:
                 self._write()
         self._ready.set()
@@ -150,9 +165,9 @@ class SharedKeys:
         if self._written:
             return
         part = self.path + ".part"
-        values = self.values
-        with pa.OSFile(part, "wb") as sink, pa.ipc.new_file(sink, pa.schema([("k", values.type)])) as w:
-            w.write_table(pa.table({"k": values}))
+        table = self.index.to_table()
+        with pa.OSFile(part, "wb") as sink, pa.ipc.new_file(sink, table.schema) as w:
+            w.write_table(table)
         os.replace(part, self.path)  # helpers see the whole file or none
         self._written = True
 
@@ -161,9 +176,9 @@ class SharedKeys:
         if "ord" in table.column_names:
             return table
         self._ready.wait()
-        if self.values is None:
+        if self.index is None:
             raise RuntimeError("the keys were never published")
-        return with_positions(table, self.column, self.values)
+        return with_positions(table, self.column, self.index)
 
     def close(self) -> None:
         self._ready.set()  # the caller's threads stop waiting (positions() then raises)

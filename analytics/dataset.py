@@ -35,6 +35,7 @@ from storage.engine import unmapped
 from storage.store import NON_PURCHASE_STATUSES
 
 NAT = np.iinfo(np.int64).min
+READ_PARTS = 2  # the orders are read as this many rowid ranges, one per reader process
 DAY_US = 86_400_000_000
 _NON_PURCHASE = ", ".join(f"'{s}'" for s in NON_PURCHASE_STATUSES)
 
@@ -136,15 +137,16 @@ def read_dataset(engine: Engine, *, full: bool = True, since: int | None = None)
                                 Col("created", "created_at", "ts")]),
     }
     with SharedKeys("order_id") as order_keys:
-        # the orders first: the other reads look their order_id up in the orders' (in the
-        # helper processes, once published) while this thread codes and sorts the orders
+        # the orders first, halves read side by side: the other reads look their order_id
+        # up in the orders' (in the helper processes, once published) while this thread
+        # codes and sorts the orders
         orders_read = start_read(engine, "orders", [
             Col("order_id", "order_id", "str"), Col("customer_id", "customer_id", "str"),
             Col("purchased", "purchased_at", "ts"),
             Col("purchase", f"CASE WHEN status IN ({_NON_PURCHASE}) THEN 0 ELSE 1 END", "int"),
             Col("items_value", "items_value", "float"), Col("freight_value", "freight_value", "float"),
             Col("delivered", "delivered_at", "ts"), Col("estimated", "estimated_delivery_at", "ts"),
-        ], where.get("orders", ""), params, few=since is not None)
+        ], where.get("orders", ""), params, few=since is not None, parts=READ_PARTS)
         later = {name: start_read(engine, table, cols, where.get(name, ""), params,
                                   keys=None if name == "customers" else order_keys,
                                   codes=("product", "seller") if name == "items" and full else (),

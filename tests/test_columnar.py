@@ -5,12 +5,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 from sqlalchemy import Engine, func, select
 
 from analytics import columnar
+from analytics import columnar_worker as worker
 from analytics.columnar import Col, read_columns
 from analytics.refresh import refresh
 from storage import schema
@@ -109,8 +111,6 @@ def _dataset_arrays(engine: Engine) -> dict:
 def test_dataset_joins_in_the_readers_equal_the_local_joins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The reader processes look items, payments and reviews up in the published order ids;
     the result equals the DB-API path's local lookups, orphan rows (dropped) included."""
-    import numpy as np
-
     _adbc_result = columnar._adbc_result
     engine = sample_store(tmp_path)
     with engine.begin() as conn:  # an item and a payment of an order that is not in the store
@@ -196,4 +196,66 @@ def test_keys_are_written_for_reader_processes_only(tmp_path: Path, monkeypatch:
         here = columnar.start_read(engine, "order_items", cols, keys=keys).result(timeout=60)
     assert here.sort_by([("ord", "ascending"), ("price", "ascending")]).equals(
         local.sort_by([("ord", "ascending"), ("price", "ascending")]))
+    engine.dispose()
+
+
+def _hex_ids(n: int, seed: int, width: int = 32) -> list[str]:
+    rng = np.random.default_rng(seed)
+    return ["".join(row) for row in rng.choice(list("0123456789abcdef"), size=(n, width))]
+
+
+def test_sorted_hash_lookup_gives_arrows_positions() -> None:
+    """Many keys: positions by sorted hashes, equal to Arrow's hash lookup for keys present
+    (repeated, in any order), ids absent, ids of another length and nulls."""
+    keys = pa.array(_hex_ids(120_000, seed=1))
+    index = worker.KeyPositions.of(keys)
+    assert index.hashes is not None, "the sorted-hash path was not taken"
+    rng = np.random.default_rng(2)
+    present = keys.take(pa.array(rng.integers(0, len(keys), 150_000))).to_pylist()
+    values = present + _hex_ids(20_000, seed=3) + _hex_ids(5_000, seed=4, width=36)
+    rng.shuffle(values)
+    values = pa.array(values)
+    expected = pc.index_in(values, value_set=keys).cast(pa.int64()).fill_null(-1)
+    got = index.positions(values)
+    assert got.equals(expected)
+    assert 140_000 < pc.sum(pc.greater_equal(got, 0)).as_py() <= 150_000
+    again = worker.KeyPositions.from_table(index.to_table())  # as the reader processes get them
+    assert again.positions(pa.chunked_array([values[:1000], values[1000:]])).equals(expected)
+    with_nulls = pa.array([None, *values.to_pylist()[:99_999]])
+    assert index.positions(with_nulls).to_pylist() == [-1, *expected.to_pylist()[:99_999]]
+
+
+def test_a_hash_match_never_joins_different_ids(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ids whose hashes match a key's but whose text differs are not found; keys whose
+    hashes repeat fall back to Arrow's lookup."""
+    real = worker.hash_strings
+    monkeypatch.setattr(worker, "hash_strings", lambda v: real(pc.utf8_slice_codeunits(v, 0, 6)))
+    keys = pa.array([f"{i:06d}" + "a" * 26 for i in range(60_000)])
+    index = worker.KeyPositions.of(keys)
+    assert index.hashes is not None
+    twins = pa.array([f"{i:06d}" + "b" * 26 for i in range(60_000)])  # each hashes as key i
+    assert pc.all(pc.equal(index.positions(twins), -1)).as_py()
+    assert index.positions(keys).to_pylist() == list(range(60_000))
+    clashing = pa.array([f"{i % 50_000:06d}" + f"{i:026d}" for i in range(60_000)])
+    fallback = worker.KeyPositions.of(clashing)
+    assert fallback.hashes is None
+    assert fallback.positions(clashing[::-1]).to_pylist() == list(range(59_999, -1, -1))
+
+
+def test_a_read_in_rowid_ranges_equals_one_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A table read as several rowid ranges (one reader process each) has the rows of one
+    read, with a condition that has an OR in it too."""
+    engine = sample_store(tmp_path)
+    monkeypatch.setattr(columnar, "ADBC_MIN_ROWS", 0)
+    monkeypatch.setattr(columnar, "_adbc_result", _counting(columnar._adbc_result, calls := []))
+    where = "purchased_at < :t OR delivered_at IS NULL"
+    whole = columnar.start_read(engine, "orders", COLS, where, {"t": "2018-01-01"}).result(timeout=120)
+    assert len(calls) == 1
+    split = columnar.start_read(engine, "orders", COLS, where, {"t": "2018-01-01"}, parts=3).result(timeout=120)
+    assert len(calls) == 4
+    assert split.num_rows == whole.num_rows > 1000
+    assert _sorted(split).equals(_sorted(whole))
+    everything = columnar.start_read(engine, "orders", COLS, parts=2).result(timeout=120)
+    with engine.connect() as conn:
+        assert everything.num_rows == conn.exec_driver_sql("SELECT count(*) FROM orders").scalar_one()
     engine.dispose()
