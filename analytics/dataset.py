@@ -146,7 +146,7 @@ def read_dataset(engine: Engine, *, full: bool = True, since: int | None = None)
             Col("purchase", f"CASE WHEN status IN ({_NON_PURCHASE}) THEN 0 ELSE 1 END", "int"),
             Col("items_value", "items_value", "float"), Col("freight_value", "freight_value", "float"),
             Col("delivered", "delivered_at", "ts"), Col("estimated", "estimated_delivery_at", "ts"),
-        ], where.get("orders", ""), params, few=since is not None, parts=READ_PARTS)
+        ], where.get("orders", ""), params, codes=("customer_id",), few=since is not None, parts=READ_PARTS)
         later = {name: start_read(engine, table, cols, where.get(name, ""), params,
                                   keys=None if name == "customers" else order_keys,
                                   codes=("product", "seller") if name == "items" and full else (),
@@ -159,7 +159,7 @@ def read_dataset(engine: Engine, *, full: bool = True, since: int | None = None)
         # popped), so the raw columns of only a few tables are held at once
         customers = later.pop("customers").result()
         customer_ids = sorted_unique(pa.chunked_array(
-            orders.column("customer_id").chunks + customers.column("customer_id").chunks,
+            distinct_values(orders.column("customer_id")).chunks + customers.column("customer_id").chunks,
             type=pa.string()))
         cust = codes_in(orders.column("customer_id"), customer_ids)
         purchased = micros(orders, "purchased")
@@ -237,7 +237,7 @@ def _ords(table: pa.Table) -> np.ndarray:
 def order_by_time(cust: np.ndarray, at: np.ndarray, order_id: pa.ChunkedArray | pa.Array) -> np.ndarray:
     """Row order by customer, time, then order_id (only rows tied on customer and time are
     compared by id, which are few)."""
-    rows = np.lexsort((at, cust))
+    rows = _by_customer_then_time(cust, at)
     c, t = cust[rows], at[rows]
     tied = np.flatnonzero((c[1:] == c[:-1]) & (t[1:] == t[:-1]))
     if len(tied):
@@ -248,6 +248,19 @@ def order_by_time(cust: np.ndarray, at: np.ndarray, order_id: pa.ChunkedArray | 
         within = pd.DataFrame({"run": run, "id": ids}).sort_values(["run", "id"], kind="stable").index
         rows[members] = rows[members[within.to_numpy()]]
     return rows
+
+
+def _by_customer_then_time(cust: np.ndarray, at: np.ndarray) -> np.ndarray:
+    """Row order by customer code, then time (rows tied on both in any order): one sort of
+    customer × time steps packed in an int64 where that fits (a third of np.lexsort's time
+    at ten million orders), else np.lexsort."""
+    if len(at) > 1 and cust.min() >= 0 and at.min() != NAT:
+        low = int(at.min())
+        step = int(np.gcd.reduce(at - low)) or 1  # stamps are often whole seconds
+        steps = (int(at.max()) - low) // step + 1
+        if (int(cust.max()) + 1) * steps < 2**63:
+            return np.argsort(cust * steps + (at - low) // step)
+    return np.lexsort((at, cust))
 
 
 # --- Arrow helpers ------------------------------------------------------------------------
@@ -273,9 +286,28 @@ def sorted_codes(values: pa.ChunkedArray | pa.Array) -> tuple[pa.Array, np.ndarr
 
 
 def codes_in(keys: pa.ChunkedArray | pa.Array, index: pa.ChunkedArray | pa.Array) -> np.ndarray:
-    """Position of each key in `index` (-1 when absent or null), by Arrow's hash lookup."""
-    found = positions_in(keys, flat(index))
-    return np.asarray(found.to_numpy(zero_copy_only=False), dtype=np.int64)
+    """Position of each key in `index` (-1 when absent or null); a dictionary-encoded
+    chunk of `keys` is looked up by its dictionary's values."""
+    chunks = keys.chunks if isinstance(keys, pa.ChunkedArray) else [keys]
+    if not any(pa.types.is_dictionary(c.type) for c in chunks):
+        found = positions_in(keys, flat(index))
+        return np.asarray(found.to_numpy(zero_copy_only=False), dtype=np.int64)
+    parts = [np.empty(0, dtype=np.int64)]
+    for chunk in chunks:
+        if not pa.types.is_dictionary(chunk.type):
+            parts.append(codes_in(chunk, index))
+            continue
+        at = np.append(codes_in(chunk.dictionary, index), -1)  # a null picks the last
+        parts.append(at[np.asarray(chunk.indices.cast(pa.int64()).fill_null(-1).to_numpy(zero_copy_only=False))])
+    return np.concatenate(parts)
+
+
+def distinct_values(values: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray:
+    """The string values a column may hold: its plain chunks, and the dictionaries of its
+    dictionary-encoded ones."""
+    chunks = values.chunks if isinstance(values, pa.ChunkedArray) else [values]
+    return pa.chunked_array([c.dictionary if pa.types.is_dictionary(c.type) else c for c in chunks],
+                            type=pa.string())
 
 
 def _take_objects(col: pa.ChunkedArray, at: np.ndarray) -> np.ndarray:

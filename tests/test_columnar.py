@@ -259,3 +259,17 @@ def test_a_read_in_rowid_ranges_equals_one_read(tmp_path: Path, monkeypatch: pyt
     with engine.connect() as conn:
         assert everything.num_rows == conn.exec_driver_sql("SELECT count(*) FROM orders").scalar_one()
     engine.dispose()
+
+
+def test_codes_of_dictionary_chunks_equal_codes_of_strings() -> None:
+    """A column read dictionary-encoded (one dictionary per part) gives the codes and the
+    distinct values of the same column read as strings."""
+    from analytics.dataset import codes_in, distinct_values, sorted_unique
+
+    ids = pa.array(_hex_ids(3_000, seed=6) + [None] * 10)
+    plain = pa.chunked_array([ids[:1_500], ids[1_500:]])
+    coded = pa.chunked_array([pc.dictionary_encode(ids[:1_500]), pc.dictionary_encode(ids[1_500:])])
+    index = sorted_unique(plain)
+    assert sorted_unique(distinct_values(coded)).equals(index)
+    np.testing.assert_array_equal(codes_in(coded, index), codes_in(plain, index))
+    assert (codes_in(coded, index)[-10:] == -1).all()
