@@ -122,7 +122,7 @@ class KeyPositions:
 
     @classmethod
     def of(cls, keys: pa.Array | pa.ChunkedArray) -> KeyPositions:
-        keys = _one_array(keys)
+        keys = flat(keys)
         if len(keys) < SORTED_LOOKUP_MIN or keys.null_count or not _stringlike(keys.type):
             return cls(keys)
         hashes = hash_strings(keys)
@@ -141,14 +141,14 @@ class KeyPositions:
 
     @classmethod
     def from_table(cls, table: pa.Table) -> KeyPositions:
-        keys = _one_array(table.column("k"))
+        keys = flat(table.column("k"))
         if "h" not in table.column_names:
             return cls(keys)
-        return cls(keys, _one_array(table.column("h")).to_numpy(), _one_array(table.column("o")).to_numpy())
+        return cls(keys, flat(table.column("h")).to_numpy(), flat(table.column("o")).to_numpy())
 
     def positions(self, values: pa.Array | pa.ChunkedArray) -> pa.Array:
         """Position of each value in the keys (int64, -1 when absent or null)."""
-        values = _one_array(values)
+        values = flat(values)
         if len(values) == 0:
             return pa.array([], pa.int64())
         if self.hashes is None or len(values) < SORTED_LOOKUP_MIN or values.type != self.keys.type:
@@ -164,7 +164,8 @@ class KeyPositions:
         return pa.array(np.where(hit, found, -1))
 
 
-def _one_array(values: pa.Array | pa.ChunkedArray) -> pa.Array:
+def flat(values: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """One Array (a single chunk as it is: combine_chunks would copy it)."""
     if not isinstance(values, pa.ChunkedArray):
         return values
     return values.chunk(0) if values.num_chunks == 1 else values.combine_chunks()

@@ -30,7 +30,7 @@ import pyarrow.compute as pc
 from sqlalchemy import Engine, text
 
 from analytics.columnar import Col, SharedKeys, start_read
-from analytics.columnar_worker import positions_in
+from analytics.columnar_worker import flat, positions_in
 from storage.engine import unmapped
 from storage.store import NON_PURCHASE_STATUSES
 
@@ -264,13 +264,6 @@ def _by_customer_then_time(cust: np.ndarray, at: np.ndarray) -> np.ndarray:
 
 
 # --- Arrow helpers ------------------------------------------------------------------------
-
-
-def flat(values: pa.ChunkedArray | pa.Array) -> pa.Array:
-    """One Array (a single chunk as it is: combine_chunks would copy it)."""
-    if not isinstance(values, pa.ChunkedArray):
-        return values
-    return values.chunk(0) if values.num_chunks == 1 else values.combine_chunks()
 
 
 def sorted_unique(values: pa.ChunkedArray | pa.Array) -> pa.Array:

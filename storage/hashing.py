@@ -20,7 +20,8 @@ _K2 = np.uint64(0xBF58476D1CE4E5B9)
 _K3 = np.uint64(0x94D049BB133111EB)
 _S30, _S27, _S31 = np.uint64(30), np.uint64(27), np.uint64(31)
 
-# ids longer than this are quarantined ("value too long"), so hashing a prefix is enough
+# loads quarantine longer ids ("value too long"); a read's lookup checks each hash match
+# against the text, so hashing a prefix is enough for both
 HASHED_BYTES = 72
 
 
