@@ -150,8 +150,13 @@ def _serve(emu: SlackEmulator, engine: Engine, *, process_before_response: bool 
     try:
         yield Served(f"http://127.0.0.1:{server.effective_port}", app, settings, engine)
     finally:
-        server.close()
+        # the serving loop runs while its map holds sockets: emptied and woken, it returns
+        # before the sockets close (closed under it, its select() failed with EBADF)
+        server._map.clear()
+        server.pull_trigger()
         thread.join(timeout=5)
+        assert not thread.is_alive(), "the HTTP server did not stop"
+        server.close()
         app.replier.shutdown(wait=True)
 
 
