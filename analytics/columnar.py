@@ -97,8 +97,9 @@ def start_read(engine: Engine, table: str, cols: Sequence[Col], where: str = "",
     def slow() -> pa.Table:
         return _sqlite_dbapi(engine, cols, tail, args, schema)
 
-    rows = 0 if few or _adbc is None else _rows_about(engine, table)
-    if rows >= ADBC_MIN_ROWS and path and path != ":memory:" and not path.startswith("file:"):
+    helped = _adbc is not None and not few and path and path != ":memory:" and not path.startswith("file:")
+    rows = _rows_about(engine, table) if helped else 0
+    if helped and rows >= ADBC_MIN_ROWS:
         # no CASTs: ADBC types each column from all its values (one batch) and `conform`
         # converts; a CAST per cell cost about a third of the read
         plain = "SELECT " + ", ".join(f'{c.sql} AS "{c.name}"' for c in cols) + tail
@@ -139,8 +140,7 @@ class SharedKeys:
         self.column = column
         self.folder = tempfile.mkdtemp(prefix="pulse-keys-")
         self.path = os.path.join(self.folder, "keys.arrow")
-        self.values: pa.Array | None = None
-        self.index: KeyPositions | None = None
+        self.index: KeyPositions | None = None  # the published keys, ready for lookups
         self._ready = threading.Event()
         self._lock = threading.Lock()
         self._wanted = self._written = False
@@ -148,8 +148,7 @@ class SharedKeys:
     def publish(self, values: pa.Array | pa.ChunkedArray) -> None:
         """Make `values` (strings, nulls allowed) the keys; readers waiting for them go on."""
         with self._lock:
-            self.values = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
-            self.index = KeyPositions.of(self.values)  # sorted once here, for every reader
+            self.index = KeyPositions.of(values)  # sorted once here, for every reader
             if self._wanted:
                 self._write()
         self._ready.set()
@@ -158,7 +157,7 @@ class SharedKeys:
         """A helper process will look for the keys' file (written only when one does)."""
         with self._lock:
             self._wanted = True
-            if self.values is not None:
+            if self.index is not None:
                 self._write()
 
     def _write(self) -> None:
