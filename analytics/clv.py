@@ -279,42 +279,58 @@ def _projected_grad_norm(log_params: FloatArray, grad: FloatArray) -> float:
 # --------------------------------------------------------------------------- BG/NBD
 
 
+def _distinct(x: FloatArray) -> tuple[FloatArray, NDArray[np.intp]]:
+    """The distinct values of `x` and each row's place among them."""
+    values, at = np.unique(x, return_inverse=True)
+    return values, at.reshape(-1)
+
+
 def _bgnbd_terms(
-    params: FloatArray, x: FloatArray, t_x: FloatArray, t_cal: FloatArray
+    params: FloatArray, x: FloatArray, t_x: FloatArray, t_cal: FloatArray,
+    distinct: tuple[FloatArray, NDArray[np.intp]] | None = None,
 ) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray, NDArray[np.bool_]]:
-    """Per-row log-likelihood pieces: A1, A2 (alive at T), A3 (died after t_x), log L, x>0 mask."""
+    """Per-row log-likelihood pieces: A1, A2 (alive at T), A3 (died after t_x), log L, x>0 mask.
+
+    `distinct` is `_distinct(x)` when the caller has it already."""
     r, alpha, a, b = params
+    # The special functions depend on the frequency alone, which takes a few hundred
+    # values among hundreds of thousands of rows: each is computed once per distinct
+    # frequency and gathered (the same floats as row by row, a fraction of the calls).
+    ux, at = distinct if distinct is not None else _distinct(x)
     repeat = x > 0
-    a1 = gammaln(r + x) - gammaln(r) + r * np.log(alpha)
-    a2 = betaln(a, b + x) - betaln(a, b) - (r + x) * np.log(alpha + t_cal)
+    a1 = (gammaln(r + ux) - gammaln(r) + r * np.log(alpha))[at]
+    a2 = (betaln(a, b + ux) - betaln(a, b))[at] - (r + x) * np.log(alpha + t_cal)
     # B(a+1, b+x-1) only exists for x > 0; elsewhere the term is absent (-inf).
-    b_shift = np.where(repeat, b + x - 1.0, 1.0)
+    b_shift = np.where(ux > 0, b + ux - 1.0, 1.0)
     a3 = np.where(
         repeat,
-        betaln(a + 1.0, b_shift) - betaln(a, b) - (r + x) * np.log(alpha + t_x),
+        (betaln(a + 1.0, b_shift) - betaln(a, b))[at] - (r + x) * np.log(alpha + t_x),
         -np.inf,
     )
     return a1, a2, a3, a1 + np.logaddexp(a2, a3), repeat
 
 
 def _bgnbd_neg_mean_ll(
-    log_params: FloatArray, x: FloatArray, t_x: FloatArray, t_cal: FloatArray, w: FloatArray
+    log_params: FloatArray, x: FloatArray, t_x: FloatArray, t_cal: FloatArray, w: FloatArray,
+    distinct: tuple[FloatArray, NDArray[np.intp]] | None = None,
 ) -> tuple[float, FloatArray]:
     params = np.exp(log_params)
     r, alpha, a, b = params
-    _, a2, a3, ll, repeat = _bgnbd_terms(params, x, t_x, t_cal)
+    ux, at = distinct if distinct is not None else _distinct(x)
+    _, a2, a3, ll, repeat = _bgnbd_terms(params, x, t_x, t_cal, (ux, at))
     n = w.sum()
     # Share of each of the two likelihood terms (w3 = 0 when x = 0).
     w2 = np.exp(a2 - np.logaddexp(a2, a3))
     w3 = np.exp(a3 - np.logaddexp(a2, a3))
-    psi_abx = digamma(a + b + x)
+    psi_abx = digamma(a + b + ux)[at]
     psi_ab = digamma(a + b)
-    d_r = digamma(r + x) - digamma(r) + np.log(alpha) - w2 * np.log(alpha + t_cal) - w3 * np.log(alpha + t_x)
+    d_r = ((digamma(r + ux) - digamma(r) + np.log(alpha))[at]
+           - w2 * np.log(alpha + t_cal) - w3 * np.log(alpha + t_x))
     d_alpha = r / alpha - (r + x) * (w2 / (alpha + t_cal) + w3 / (alpha + t_x))
     d_a = w2 * (digamma(a) - psi_abx) + w3 * (digamma(a + 1.0) - psi_abx) - (digamma(a) - psi_ab)
     d_b = (
-        w2 * (digamma(b + x) - psi_abx)
-        + np.where(repeat, w3 * (digamma(np.where(repeat, b + x - 1.0, 1.0)) - psi_abx), 0.0)
+        w2 * (digamma(b + ux)[at] - psi_abx)
+        + np.where(repeat, w3 * (digamma(np.where(ux > 0, b + ux - 1.0, 1.0))[at] - psi_abx), 0.0)
         - (digamma(b) - psi_ab)
     )
     grad = np.array([w @ d_r, w @ d_alpha, w @ d_a, w @ d_b]) * params
@@ -373,11 +389,12 @@ class BetaGeoFitter:
 
         scale = float(np.average(t_cal, weights=w)) or 1.0
         start = np.log([1.0, scale, 1.0, 1.0])
+        distinct = _distinct(x)
         params, n_iter = _maximise(
-            lambda lp: _bgnbd_neg_mean_ll(lp, x, t_x, t_cal, w),
+            lambda lp: _bgnbd_neg_mean_ll(lp, x, t_x, t_cal, w, distinct),
             ("r", "alpha", "a", "b"), start, self.penalizer_coef, self.max_iter, self.tol, "BG/NBD",
         )
-        ll = float(w @ _bgnbd_terms(params, x, t_x, t_cal)[3])
+        ll = float(w @ _bgnbd_terms(params, x, t_x, t_cal, distinct)[3])
         if not np.isfinite(ll):
             raise ConvergenceError(f"BG/NBD fit gave a non-finite log-likelihood ({ll})")
         self.params_ = dict(zip(("r", "alpha", "a", "b"), map(float, params), strict=True))
@@ -470,26 +487,30 @@ def _hyp2f1(a: float, b: float, c: FloatArray, z: FloatArray) -> FloatArray:
 # --------------------------------------------------------------------------- Gamma-Gamma
 
 
-def _gg_ll(params: FloatArray, x: FloatArray, m: FloatArray) -> FloatArray:
+def _gg_ll(params: FloatArray, x: FloatArray, m: FloatArray,
+           distinct: tuple[FloatArray, NDArray[np.intp]] | None = None) -> FloatArray:
     """log f(m_x | p, q, v, x): density of a repeat buyer's mean spend over x transactions."""
     p, q, v = params
+    ux, at = distinct if distinct is not None else _distinct(x)
     px = p * x
     return (
-        gammaln(px + q) - gammaln(px) - gammaln(q) + q * np.log(v)
+        (gammaln(p * ux + q) - gammaln(p * ux) - gammaln(q) + q * np.log(v))[at]
         + (px - 1.0) * np.log(m) + px * np.log(x) - (px + q) * np.log(v + m * x)
     )
 
 
 def _gg_neg_mean_ll(
-    log_params: FloatArray, x: FloatArray, m: FloatArray, w: FloatArray
+    log_params: FloatArray, x: FloatArray, m: FloatArray, w: FloatArray,
+    distinct: tuple[FloatArray, NDArray[np.intp]] | None = None,
 ) -> tuple[float, FloatArray]:
     params = np.exp(log_params)
     p, q, v = params
+    ux, at = distinct if distinct is not None else _distinct(x)
     px = p * x
-    ll = _gg_ll(params, x, m)
+    ll = _gg_ll(params, x, m, (ux, at))
     log_vmx = np.log(v + m * x)
-    psi_pxq = digamma(px + q)
-    d_p = x * (psi_pxq - digamma(px) + np.log(m) + np.log(x) - log_vmx)
+    psi_pxq = digamma(p * ux + q)[at]
+    d_p = x * (psi_pxq - digamma(p * ux)[at] + np.log(m) + np.log(x) - log_vmx)
     d_q = psi_pxq - digamma(q) + np.log(v) - log_vmx
     d_v = q / v - (px + q) / (v + m * x)
     n = w.sum()
@@ -538,15 +559,16 @@ class GammaGammaFitter:
             w = np.bincount(inverse, weights=w, minlength=len(x))
 
         start = np.log([1.0, 1.0, float(np.average(m, weights=w))])
+        distinct = _distinct(x)
         params, n_iter = _maximise(
-            lambda lp: _gg_neg_mean_ll(lp, x, m, w),
+            lambda lp: _gg_neg_mean_ll(lp, x, m, w, distinct),
             ("p", "q", "v"), start, self.penalizer_coef, self.max_iter, self.tol, "Gamma-Gamma",
         )
         if params[1] <= 1.0:
             raise ConvergenceError(
                 f"Gamma-Gamma fit gave q = {params[1]:.3g} <= 1: spend has no finite mean"
             )
-        ll = float(w @ _gg_ll(params, x, m))
+        ll = float(w @ _gg_ll(params, x, m, distinct))
         if not np.isfinite(ll):
             raise ConvergenceError(f"Gamma-Gamma fit gave a non-finite log-likelihood ({ll})")
         self.params_ = dict(zip(("p", "q", "v"), map(float, params), strict=True))
