@@ -232,6 +232,19 @@ def distinct_ints(values: np.ndarray) -> np.ndarray:
     return s[np.r_[True, s[1:] != s[:-1]]] if len(s) else s
 
 
+def _runs(codes: np.ndarray) -> np.ndarray:
+    """Where each run of equal values starts in a sorted array."""
+    return np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
+
+
+def group_extreme(codes: np.ndarray, values: np.ndarray, size: int, how: str) -> np.ndarray:
+    """Per code in range(size), the max (`how` "max") or min of its values, NaN ignored
+    (NaN where a code has none): a pandas groupby's max or min without its hashing."""
+    out = np.full(size, np.nan)
+    (np.fmax if how == "max" else np.fmin).at(out, codes, values.astype(float))
+    return out
+
+
 def churn_features(history: History, cutoff: dt.date) -> pd.DataFrame:
     """One row per customer with a purchase on or before `cutoff` (index customer_id, sorted),
     columns `FEATURES`; only data known at the end of the cutoff day is used."""
@@ -257,11 +270,7 @@ def churn_features(history: History, cutoff: dt.date) -> pd.DataFrame:
             return np.where(count > 0, total(codes, values) / count, np.nan)
 
     def extreme(codes: np.ndarray, values: np.ndarray, how: str) -> np.ndarray:
-        out = np.full(n, np.nan)
-        if len(codes):
-            agg = pd.Series(values).groupby(codes).agg(how)
-            out[agg.index.to_numpy()] = agg.to_numpy()
-        return out
+        return group_extreme(codes, values, n, how)
 
     rev = o["revenue"].to_numpy()[buy]
     revenue = total(bc, rev)
@@ -291,15 +300,27 @@ def churn_features(history: History, cutoff: dt.date) -> pd.DataFrame:
 
     cat = it["category"].to_numpy()
     top_category = np.full(n, None, dtype=object)
+    categories = np.zeros(n, dtype=np.int64)
     named = cat >= 0
     if named.any():
-        pair_counts = pd.DataFrame({"c": ic[named], "k": cat[named]}).value_counts().reset_index(name="m")
-        top = pair_counts.sort_values(["c", "m", "k"], ascending=[True, False, True]).drop_duplicates("c")
-        top_category[top["c"].to_numpy()] = h.category_names[top["k"].to_numpy()]
+        # the distinct categories of each customer and the most bought one (ties to the
+        # first name): (customer, category) pairs as one sorted int64 key, counted in runs
+        span = np.int64(cat[named].max()) + 1
+        keys = np.sort(ic[named].astype(np.int64) * span + cat[named])
+        starts = _runs(keys)
+        pair_c, pair_k = np.divmod(keys[starts], span)
+        categories = total(pair_c)
+        count = np.diff(np.r_[starts, len(keys)])
+        first_of_c = _runs(pair_c)
+        most = np.maximum.reduceat(count, first_of_c)
+        best = np.flatnonzero(count == np.repeat(most, np.diff(np.r_[first_of_c, len(count)])))
+        best = best[_runs(pair_c[best])]  # categories come sorted within a customer
+        top_category[pair_c[best]] = h.category_names[pair_k[best]]
 
     pay = h.payments[is_buy[h.payments["ord"].to_numpy()]]
-    per_order = pay.groupby("ord")["installments"].max().dropna()
-    po_cust = cust[per_order.index.to_numpy()]
+    most_installments = group_extreme(pay["ord"].to_numpy(), pay["installments"].to_numpy(), len(o), "max")
+    po_ord = np.flatnonzero(~np.isnan(most_installments))
+    po_cust, po_installments = cust[po_ord], most_installments[po_ord]
     pc = cust[pay["ord"].to_numpy()]
     pay_total = total(pc, pay["value"].to_numpy())
     voucher_codes = np.flatnonzero(h.method_names == "voucher")
@@ -310,9 +331,12 @@ def churn_features(history: History, cutoff: dt.date) -> pd.DataFrame:
     is_first = np.zeros(len(o), dtype=bool)
     is_first[first_row] = True
     fp = pay[is_first[pay["ord"].to_numpy()] & (pay["method"].to_numpy() >= 0)]
-    fp = fp.sort_values(["ord", "value"], ascending=[True, False], kind="stable").drop_duplicates("ord")
+    # each first order's largest payment (ties: the first listed; NaN values last)
+    fp_ord, fp_value = fp["ord"].to_numpy(), fp["value"].to_numpy(dtype=float)
+    order = np.lexsort((-fp_value, fp_ord))
+    pick = order[_runs(fp_ord[order])] if len(order) else order
     first_payment = np.full(n, None, dtype=object)
-    first_payment[cust[fp["ord"].to_numpy()]] = h.method_names[fp["method"].to_numpy()]
+    first_payment[cust[fp_ord[pick]]] = h.method_names[fp["method"].to_numpy()[pick]]
 
     delivered_at = o["delivered_at"].to_numpy()
     estimated_at = o["estimated_at"].to_numpy()
@@ -340,10 +364,10 @@ def churn_features(history: History, cutoff: dt.date) -> pd.DataFrame:
         "items": items,
         "items_per_order": items / np.where(who, orders, 1),
         "products": distinct(ic, it["product"].to_numpy()),
-        "categories": distinct(ic, cat),
+        "categories": categories,
         "sellers": distinct(ic, it["seller"].to_numpy()),
-        "avg_installments": mean(po_cust, per_order.to_numpy()),
-        "max_installments": extreme(po_cust, per_order.to_numpy(), "max"),
+        "avg_installments": mean(po_cust, po_installments),
+        "max_installments": extreme(po_cust, po_installments, "max"),
         "voucher_share": voucher_share,
         "late_share": mean(ec, late),
         "avg_delivery_days": mean(dc, delivery_days),
