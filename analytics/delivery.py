@@ -225,13 +225,15 @@ def freight_bands(df: pd.DataFrame, bands: int) -> pd.DataFrame:
         codes = pd.qcut(df["freight"], q=bands, labels=False, duplicates="drop")
     else:  # a single freight value makes a single band
         codes = pd.Series(0, index=df.index)
-    g = df.assign(band=codes.astype(int) + 1).groupby("band")
+    # on_time as 1.0 / 0.0 / NaN: its group means are the on-time shares of the orders
+    # with an estimate (the same figures as a per-group apply, without the Python loop)
+    g = df.assign(band=codes.astype(int) + 1, on_time=df["on_time"].astype(float)).groupby("band")
     out = pd.DataFrame({
         "freight_min": g["freight"].min(),
         "freight_max": g["freight"].max(),
         "orders": g.size(),
         "mean_freight": g["freight"].mean(),
-        "on_time_share": g["on_time"].apply(lambda s: s.dropna().astype(bool).mean()),
+        "on_time_share": g["on_time"].mean(),
         "mean_days": g["days"].mean(),
     }).reset_index()
     return out[cols]
