@@ -330,10 +330,10 @@ def _weekday_hour(orders: pd.DataFrame) -> pd.DataFrame:
 def _categories(data: Dataset, orders: pd.DataFrame) -> pd.DataFrame:
     names = np.append(data.category_names, NO_CATEGORY)  # code -1 (no category) picks the last
     items = pd.DataFrame({
-        "order_id": data.item_ord, "category": pd.Series(names[data.item_category], dtype=object),
+        "order_id": data.item_ord, "category": _names_key(names, data.item_category),
         "price": data.item_price, "freight_value": data.item_freight,
     })
-    items = _join_on_codes(items, orders, "order_id", ["state", "region", "gs", "gr", "heavy"])
+    items = _join_on_codes(items, orders, "order_id", ["gs", "gr", "heavy"])
     items["price"] = items["price"].astype(float)
     items["freight_value"] = items["freight_value"].astype(float)
     items["revenue"] = items["price"] + items["freight_value"]
@@ -344,7 +344,15 @@ def _categories(data: Dataset, orders: pd.DataFrame) -> pd.DataFrame:
         freight=("freight_value", "sum"), heavy_orders=("heavy_order", "nunique"),
         heavy_revenue=("heavy_revenue", "sum"),
     )
-    return _unkey(g.rename_axis(["state", "region", "category"]).reset_index())
+    g = g.rename_axis(["state", "region", "category"]).reset_index()
+    return _unkey(g.assign(category=g["category"].astype(object)))
+
+
+def _names_key(names: np.ndarray, codes: np.ndarray) -> pd.Categorical:
+    """`names[codes]` as a categorical of the names sorted: grouped with sort=True its
+    groups come in the order of the object column's, without hashing a string per row."""
+    distinct, rank = np.unique(names.astype(str), return_inverse=True)  # (a name may repeat)
+    return pd.Categorical.from_codes(rank.reshape(-1)[codes], categories=pd.Index(distinct.astype(object)))
 
 
 # --- cohorts --------------------------------------------------------------------------
@@ -460,15 +468,21 @@ def _sorted_keys(keys: pd.Series) -> pd.Categorical:
 
 def _payments(data: Dataset, orders: pd.DataFrame, scores: pd.DataFrame) -> dict[str, pd.DataFrame]:
     methods = np.append(data.method_names, "(unknown)")  # code -1 (no method) picks the last
-    pay = pd.DataFrame({"order_id": data.pay_ord, "method": pd.Series(methods[data.pay_method], dtype=object),
+    pay = pd.DataFrame({"order_id": data.pay_ord, "method": _names_key(methods, data.pay_method),
                         "installments": data.pay_installments, "value": data.pay_value})
-    paid_per_order = pay.groupby("order_id")["value"].sum()
-    pay = _join_on_codes(pay, orders, "order_id", ["customer_id", "state", "region", "gs", "gr"])
+    # paid per order (order_id: the order's row in `data`), NaN for an order without payments
+    known = data.pay_ord >= 0
+    ords, values = data.pay_ord[known], np.nan_to_num(data.pay_value[known].astype(float))
+    n_orders = len(data.cust)
+    paid_per_order = np.where(np.bincount(ords, minlength=n_orders) > 0,
+                              np.bincount(ords, weights=values, minlength=n_orders), np.nan)
+    pay = _join_on_codes(pay, orders, "order_id", ["customer_id", "gs", "gr"])
     inst = pd.to_numeric(pay["installments"]).astype(float)
 
     keys = [*_geo(pay), pay["method"], inst.fillna(-1.0).rename("installments")]
     cells = pay.groupby(keys).agg(payments=("order_id", "size"), value=("value", "sum"))
     cells = _unkey(cells.rename_axis(["state", "region", "method", "installments"]).reset_index())
+    cells["method"] = cells["method"].astype(object)
     cells["installments"] = cells["installments"].where(cells["installments"] != -1.0)
 
     seg = _join_on_codes(pay.assign(
@@ -485,7 +499,7 @@ def _payments(data: Dataset, orders: pd.DataFrame, scores: pd.DataFrame) -> dict
     o = orders[["order_id", "customer_id", "purchased_at", "state", "region", "gs", "gr", "revenue"]].rename(
         columns={"revenue": "order_value"}
     )
-    o["paid"] = o["order_id"].map(paid_per_order)
+    o["paid"] = paid_per_order[o["order_id"].to_numpy()]
     o["difference"] = o["paid"] - o["order_value"]
     o["gap"] = o["difference"].abs()
     o["mismatch"] = (o["gap"] > MISMATCH_ABS) & (o["gap"] > MISMATCH_REL * o["order_value"].abs())
