@@ -337,15 +337,36 @@ def _categories(data: Dataset, orders: pd.DataFrame) -> pd.DataFrame:
     items["price"] = items["price"].astype(float)
     items["freight_value"] = items["freight_value"].astype(float)
     items["revenue"] = items["price"] + items["freight_value"]
-    items["heavy_order"] = items["order_id"].where(items["heavy"])
+    # an order counts once per category (state and region are the order's): the distinct
+    # orders of a group are the sum of "first line of its order in this category"
+    first = _first_of_pairs(items["order_id"].to_numpy(), items["category"].cat.codes.to_numpy())
+    items["order_once"] = first.astype(np.int64)
+    items["heavy_once"] = (first & items["heavy"].to_numpy()).astype(np.int64)
     items["heavy_revenue"] = items["revenue"].where(items["heavy"], 0.0)
     g = items.groupby([*_geo(items), items["category"]]).agg(
-        orders=("order_id", "nunique"), revenue=("revenue", "sum"), items_value=("price", "sum"),
-        freight=("freight_value", "sum"), heavy_orders=("heavy_order", "nunique"),
+        orders=("order_once", "sum"), revenue=("revenue", "sum"), items_value=("price", "sum"),
+        freight=("freight_value", "sum"), heavy_orders=("heavy_once", "sum"),
         heavy_revenue=("heavy_revenue", "sum"),
     )
     g = g.rename_axis(["state", "region", "category"]).reset_index()
     return _unkey(g.assign(category=g["category"].astype(object)))
+
+
+def _first_of_pairs(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """True on the first row of each distinct (a, b) pair; `a` and `b` non-negative integer
+    codes. Only rows whose `a` repeats can repeat a pair (most orders have one line), so
+    only those are sorted."""
+    a, b = a.astype(np.int64), b.astype(np.int64)
+    first = np.ones(len(a), dtype=bool)
+    if not len(a):
+        return first
+    shared = np.flatnonzero(np.bincount(a)[a] > 1)
+    if len(shared):
+        key = a[shared] * (int(b.max()) + 1) + b[shared]
+        order = np.argsort(key, kind="stable")
+        ranked = key[order]
+        first[shared[order[1:][ranked[1:] == ranked[:-1]]]] = False
+    return first
 
 
 def _names_key(names: np.ndarray, codes: np.ndarray) -> pd.Categorical:

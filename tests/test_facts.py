@@ -224,3 +224,17 @@ def test_join_on_codes_is_the_inner_merge(seed: int) -> None:
     expected = left.merge(right[right["k"] >= 0], on="k")
     assert 0 < len(got) < len(left)
     pd.testing.assert_frame_equal(got, expected)
+
+
+def test_first_of_pairs_marks_each_distinct_pair_once() -> None:
+    from analytics.facts import _first_of_pairs
+
+    rng = np.random.default_rng(3)
+    a = rng.integers(0, 500, 5000)  # orders: many with several lines
+    b = rng.integers(0, 4, 5000)  # categories: often repeated within an order
+    first = _first_of_pairs(a, b)
+    expected = ~pd.DataFrame({"a": a, "b": b}).duplicated().to_numpy()
+    assert np.array_equal(first, expected)
+    assert first.sum() == len(set(zip(a.tolist(), b.tolist(), strict=True)))
+    assert _first_of_pairs(np.array([7]), np.array([0])).tolist() == [True]
+    assert _first_of_pairs(np.array([], dtype=np.int64), np.array([], dtype=np.int64)).tolist() == []
