@@ -44,8 +44,7 @@ by less than 0.002 (0.741 either way); frequency and tenure already carry that s
   chosen by stratified 3-fold ROC-AUC on the c0 training set only (the test window is
   never used to choose).
 - Probabilities are calibrated with `CalibratedClassifierCV` (isotonic with enough of
-  both classes, else sigmoid) on 3-fold out-of-fold predictions of a model then fitted
-  on the whole window (`ensemble=False`: one model to score with, not three).
+  both classes, else sigmoid).
 - The scoring model is the same recipe fitted at c1 with labels in (c1, as_of]; it scores
   customers with features at as_of.
 Too little data for this (either class under `MIN_CLASS_COUNT` in a window, or no
@@ -474,11 +473,6 @@ def fit_calibrated(kind: str, X: pd.DataFrame, y: pd.Series, seed: int,
                    features: tuple[str, ...] | None = None) -> CalibratedClassifierCV:
     """`make_estimator(kind)` with calibrated probabilities (3-fold CalibratedClassifierCV).
 
-    The calibrator learns from the three folds' out-of-fold predictions and one model
-    fitted on all of X makes the predictions (`ensemble=False`): scoring a customer costs
-    one model instead of the three fold models' average (at a million customers, the
-    gradient boosting's prediction was most of the churn scorer's time).
-
     `features` defaults to the usable features of X; the fitted model's
     `feature_names_in_` records them.
     """
@@ -486,8 +480,7 @@ def fit_calibrated(kind: str, X: pd.DataFrame, y: pd.Series, seed: int,
     minority = int(min(y.sum(), len(y) - y.sum()))
     method = "isotonic" if minority >= 500 else "sigmoid"
     folds = StratifiedKFold(n_splits=CV_FOLDS, shuffle=True, random_state=seed)
-    model = CalibratedClassifierCV(make_estimator(kind, seed, features), method=method, cv=folds,
-                                   ensemble=False)
+    model = CalibratedClassifierCV(make_estimator(kind, seed, features), method=method, cv=folds)
     return model.fit(X[list(features)], y.to_numpy())
 
 
