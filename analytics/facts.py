@@ -493,7 +493,8 @@ def _payments(data: Dataset, orders: pd.DataFrame, scores: pd.DataFrame) -> dict
                         "installments": data.pay_installments, "value": data.pay_value})
     # paid per order (order_id: the order's row in `data`), NaN for an order without payments
     known = data.pay_ord >= 0
-    ords, values = data.pay_ord[known], np.nan_to_num(data.pay_value[known].astype(float))
+    ords, values = data.pay_ord[known], data.pay_value[known].astype(float)
+    values = np.where(np.isnan(values), 0.0, values)  # as pandas' sum skips NaN
     n_orders = len(data.cust)
     paid_per_order = np.where(np.bincount(ords, minlength=n_orders) > 0,
                               np.bincount(ords, weights=values, minlength=n_orders), np.nan)
