@@ -229,7 +229,7 @@ def distinct_ints(values: np.ndarray) -> np.ndarray:
     on NumPy 2.x takes a hash-table path that is about 40× slower than sorting for a
     million mostly distinct keys."""
     s = np.sort(values)
-    return s[np.r_[True, s[1:] != s[:-1]]] if len(s) else s
+    return s[_runs(s)] if len(s) else s
 
 
 def _runs(codes: np.ndarray) -> np.ndarray:

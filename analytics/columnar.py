@@ -43,7 +43,7 @@ import pyarrow.csv as pacsv
 from sqlalchemy import Engine
 
 from analytics.columnar_worker import KeyPositions, as_codes, conform, read_to_file, with_positions
-from storage.engine import unmapped
+from storage.engine import sqlite_file, unmapped
 
 try:  # optional: the fast path on SQLite
     import adbc_driver_sqlite as _adbc
@@ -92,12 +92,12 @@ def start_read(engine: Engine, table: str, cols: Sequence[Col], where: str = "",
     names = re.findall(r"(?<!:):([A-Za-z_]\w*)", tail)
     args = [_sqlite_value(params[n]) for n in names]
     tail = re.sub(r"(?<!:):([A-Za-z_]\w*)", "?", tail)
-    path = engine.url.database
+    path = sqlite_file(engine)
 
     def slow() -> pa.Table:
         return _sqlite_dbapi(engine, cols, tail, args, schema)
 
-    helped = _adbc is not None and not few and path and path != ":memory:" and not path.startswith("file:")
+    helped = _adbc is not None and not few and path is not None
     rows = _rows_about(engine, table) if helped else 0
     if helped and rows >= ADBC_MIN_ROWS:
         # no CASTs: ADBC types each column from all its values (one batch) and `conform`

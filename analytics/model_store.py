@@ -24,10 +24,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import joblib
-from sqlalchemy import Connection, Engine, Table, case, func, select
+from sqlalchemy import Connection, Engine, Select, Table, case, func, select
 
 from storage import schema
-from storage.engine import unmapped
+from storage.engine import sqlite_file, unmapped
 from storage.store import NON_PURCHASE_STATUSES, set_meta
 
 M = schema.models
@@ -58,9 +58,13 @@ class DataFingerprint:
         return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def _count(table: Table) -> Select:
+    return select(func.count()).select_from(table)
+
+
 def row_counts(conn: Connection, tables: Sequence[Table]) -> dict[str, int]:
     """Rows per table (by name)."""
-    return {t.name: int(conn.execute(select(func.count()).select_from(t)).scalar()) for t in tables}
+    return {t.name: int(conn.execute(_count(t)).scalar()) for t in tables}
 
 
 def read_fingerprint(engine: Engine) -> DataFingerprint:
@@ -72,7 +76,7 @@ def read_fingerprint(engine: Engine) -> DataFingerprint:
     were separate statements before too, each seeing the store as it was when it ran.
     """
     orders = schema.orders
-    queries: dict[str, Any] = {t.name: select(func.count()).select_from(t) for t in schema.CANONICAL_TABLES}
+    queries: dict[str, Select] = {t.name: _count(t) for t in schema.CANONICAL_TABLES}
     queries["orders:aggregates"] = select(
         func.min(orders.c.purchased_at), func.max(orders.c.purchased_at),
         func.sum(orders.c.items_value + orders.c.freight_value),
@@ -81,14 +85,13 @@ def read_fingerprint(engine: Engine) -> DataFingerprint:
     )
     queries["reviews:points"] = select(func.sum(schema.reviews.c.score))
 
-    def run(query: Any) -> tuple:
+    def run(query: Select) -> tuple:
         with unmapped(engine) as conn:
             return tuple(conn.execute(query).one())
 
     # the orders' aggregate (the longest scan) first, so the counts fill the other thread
     names = ["orders:aggregates", *[n for n in queries if n != "orders:aggregates"]]
-    database = engine.url.database or ""
-    if engine.dialect.name == "sqlite" and (database in ("", ":memory:") or database.startswith("file:")):
+    if engine.dialect.name == "sqlite" and sqlite_file(engine) is None:
         # an in-memory SQLite store is one connection's own: every query on that one
         rows = dict(zip(names, map(run, [queries[n] for n in names]), strict=True))
     else:

@@ -64,7 +64,7 @@ from analytics.dataset import (
 )
 from analytics.model_store import DataFingerprint, row_counts
 from storage import schema
-from storage.engine import unmapped
+from storage.engine import sqlite_file, unmapped
 from storage.store import current_watermark, get_meta, set_meta
 
 log = logging.getLogger(__name__)
@@ -369,8 +369,8 @@ def snapshot_folder(engine: Engine) -> Path | None:
     setting = os.environ.get(SNAPSHOT_ENV)
     if setting is not None and setting.strip().lower() in ("", "off", "0", "no", "false"):
         return None
-    path = engine.url.database if engine.dialect.name == "sqlite" else None
-    if engine.dialect.name == "sqlite" and (not path or path == ":memory:" or path.startswith("file:")):
+    path = sqlite_file(engine)
+    if engine.dialect.name == "sqlite" and path is None:
         return None  # an in-memory store goes with its process
     store_id = _store_id(engine)
     if path and setting is None:

@@ -55,6 +55,16 @@ def is_sqlite(engine: Engine) -> bool:
     return engine.dialect.name == "sqlite"
 
 
+def sqlite_file(engine: Engine) -> str | None:
+    """The file of a SQLite store, which other connections and processes can open; None for
+    PostgreSQL and for an in-memory (or URI-named) SQLite store, which lives in one
+    connection."""
+    if engine.dialect.name != "sqlite":
+        return None
+    path = engine.url.database
+    return path if path and path != ":memory:" and not path.startswith("file:") else None
+
+
 @contextmanager
 def unmapped(engine: Engine) -> Iterator[Connection]:
     """A connection whose SQLite reads go through SQLite's own (bounded) page cache, not
