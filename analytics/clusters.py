@@ -40,7 +40,7 @@ import pandas as pd
 from sklearn.cluster import KMeans, MiniBatchKMeans
 from sklearn.decomposition import PCA
 from sklearn.impute import SimpleImputer
-from sklearn.metrics import davies_bouldin_score, pairwise_distances, silhouette_score
+from sklearn.metrics import davies_bouldin_score, pairwise_distances
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 from sklearn.utils import check_random_state
@@ -215,16 +215,52 @@ def _levels_1d(values: np.ndarray, seed: int) -> np.ndarray:
 
 def _select_k(x: np.ndarray, ks: list[int], seed: int) -> pd.DataFrame:
     # the subsample silhouette_score(sample_size=…, random_state=seed) draws, the same for
-    # every k: its distance matrix is computed once instead of once per k (most of the time)
+    # every k: its distance matrix is computed once instead of once per k
     pick = check_random_state(seed).permutation(len(x))[:min(len(x), SILHOUETTE_SAMPLE)]
-    distances = pairwise_distances(x[pick])
-    rows = []
+    fits = []
     for k in ks:
         model = KMeans(n_clusters=k, random_state=seed, n_init=1).fit(x)
-        labels = model.labels_
-        sil = silhouette_score(distances, labels[pick], metric="precomputed")
-        rows.append((k, float(model.inertia_), float(sil), float(davies_bouldin_score(x, labels))))
+        fits.append((k, float(model.inertia_), model.labels_, float(davies_bouldin_score(x, model.labels_))))
+    silhouettes = silhouettes_of(pairwise_distances(x[pick]), [labels[pick] for _, _, labels, _ in fits])
+    rows = [(k, inertia, sil, db) for (k, inertia, _, db), sil in zip(fits, silhouettes, strict=True)]
     return pd.DataFrame(rows, columns=["k", "inertia", "silhouette", "davies_bouldin"])
+
+
+def silhouettes_of(distances: np.ndarray, labelings: list[np.ndarray]) -> list[float]:
+    """Mean silhouette coefficient of each labelling of the points whose pairwise distances
+    are `distances`: what sklearn's silhouette_score(distances, labels, metric="precomputed")
+    gives (a cluster of one point scores 0; ValueError unless 2 <= clusters < points).
+
+    sklearn sums each point's distances per cluster with a bincount per point, in a Python
+    loop (4,000 per labelling here, most of the k selection's time); here every labelling's
+    sums come from one matrix product with their one-hot cluster indicators."""
+    n = len(distances)
+    codes, sizes = [], []
+    for labels in labelings:
+        _, code = np.unique(labels, return_inverse=True)
+        size = np.bincount(code)
+        if not 1 < len(size) < n:
+            raise ValueError(f"a silhouette needs 2 to {n - 1} clusters; got {len(size)}")
+        codes.append(code.ravel())
+        sizes.append(size)
+    starts = np.cumsum([0, *[len(s) for s in sizes]])
+    indicators = np.zeros((n, starts[-1]))
+    rows = np.arange(n)
+    for code, start in zip(codes, starts, strict=False):
+        indicators[rows, start + code] = 1.0
+    sums = distances @ indicators  # point × (labelling, cluster): sum of distances to its members
+    out = []
+    for code, size, start in zip(codes, sizes, starts, strict=False):
+        per_cluster = sums[:, start:start + len(size)]
+        own = per_cluster[rows, code]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            intra = own / (size[code] - 1)
+            others = per_cluster / size
+            others[rows, code] = np.inf
+            inter = others.min(axis=1)
+            sil = (inter - intra) / np.maximum(intra, inter)
+        out.append(float(np.mean(np.nan_to_num(sil))))
+    return out
 
 
 def _knee(ks: np.ndarray, inertia: np.ndarray) -> int | None:

@@ -169,3 +169,26 @@ def test_select_k_silhouette_is_sklearns_subsampled_silhouette(n: int) -> None:
         want = silhouette_score(x, labels, sample_size=min(len(x), cl.SILHOUETTE_SAMPLE), random_state=11)
         assert sil == pytest.approx(want, rel=1e-9, abs=1e-12)
     assert int(got.loc[got["silhouette"].idxmax(), "k"]) == 3
+
+
+def test_silhouettes_of_match_sklearns_precomputed_silhouette() -> None:
+    """Each labelling's score equals sklearn's silhouette_score on the same distances,
+    with labels that are not 0..k-1, a cluster of one point, and clusters of one
+    labelling absent from another; one cluster is refused as sklearn refuses it."""
+    from sklearn.metrics import pairwise_distances, silhouette_score
+
+    rng = np.random.default_rng(5)
+    x = np.concatenate([rng.normal(c, 1.0, size=(70, 4)) for c in (0.0, 3.0, 7.0)])
+    d = pairwise_distances(x)
+    labelings = [
+        np.repeat([0, 1, 2], 70),
+        np.repeat([9, 4, 7], 70),  # arbitrary label values
+        np.r_[np.zeros(209, dtype=int), [5]],  # a singleton cluster scores 0
+        rng.integers(0, 6, size=210),  # noise: a negative score
+    ]
+    got = cl.silhouettes_of(d, labelings)
+    for sil, labels in zip(got, labelings, strict=True):
+        assert sil == pytest.approx(silhouette_score(d, labels, metric="precomputed"), rel=1e-12, abs=1e-14)
+    assert got[0] > 0.5 and got[3] < 0.05
+    with pytest.raises(ValueError):
+        cl.silhouettes_of(d, [np.zeros(210, dtype=int)])
