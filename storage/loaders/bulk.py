@@ -57,9 +57,10 @@ def sql_dates(values: pd.Series) -> np.ndarray:
         codes, uniques = pd.factorize(values.to_numpy(dtype="datetime64[us]"))
         text = pd.Series(uniques).dt.strftime("%Y-%m-%d").to_numpy(dtype=object)
         return np.append(text, None)[codes]
-    out = values.astype(object).to_numpy()
-    return np.array([None if pd.isna(v) else v.isoformat()[:10] if hasattr(v, "isoformat") else v
-                     for v in out], dtype=object)
+    # each distinct value converted once (a refresh writes one as-of date on every row)
+    codes, uniques = pd.factorize(values.astype(object).to_numpy(), use_na_sentinel=True)
+    text = [v.isoformat()[:10] if hasattr(v, "isoformat") else v for v in uniques]
+    return np.array([*text, None], dtype=object)[codes]
 
 
 def _sorted(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
