@@ -216,8 +216,15 @@ def _best_worst(groups: pd.DataFrame, key: str, min_orders: int, top_n: int) -> 
     return list(ranked[key].head(n)), list(ranked[key].iloc[::-1].head(n))
 
 
+FREIGHT_BAND_COLUMNS = ["band", "freight_min", "freight_max", "orders", "mean_freight", "on_time_share",
+                        "mean_days"]
+
+
 def freight_bands(df: pd.DataFrame, bands: int) -> pd.DataFrame:
-    cols = ["band", "freight_min", "freight_max", "orders", "mean_freight", "on_time_share", "mean_days"]
+    """Orders in `bands` freight quantile bands (pd.qcut's, duplicate edges dropped; one band
+    when every order pays the same freight): each band's freight range, orders, mean
+    freight, on-time share (of the orders with an estimate) and mean delivery days."""
+    cols = FREIGHT_BAND_COLUMNS
     if df.empty:
         return pd.DataFrame(columns=cols)
     df = df[["freight", "on_time", "days"]]
@@ -237,6 +244,49 @@ def freight_bands(df: pd.DataFrame, bands: int) -> pd.DataFrame:
         "mean_days": g["days"].mean(),
     }).reset_index()
     return out[cols]
+
+
+def freight_bands_by(df: pd.DataFrame, key: str, bands: int) -> list[tuple[object, pd.DataFrame]]:
+    """(key value, its `freight_bands`) of each group of rows with the same `key` value, in
+    sorted key order (a categorical key: its categories' order, unobserved ones left out;
+    rows with a missing key too). Each group's bands are cut at its own quantiles, as
+    `freight_bands` cuts them; the rows of every group are grouped once by (group, band)
+    instead of once per group. Freight must have no missing values (the store's has none)."""
+    keys = pd.Categorical(df[key])
+    group = keys.codes.astype(np.int64)
+    freight = df["freight"].to_numpy(dtype=float)
+    if np.isnan(freight).any():
+        raise ValueError("freight bands need the freight of every order")
+    band = np.zeros(len(df), dtype=np.int64)
+    order = np.argsort(group, kind="stable")
+    for start, end in _runs(group[order]):
+        rows = order[start:end]
+        values = freight[rows]
+        if group[rows[0]] >= 0 and values.min() != values.max():
+            band[rows] = pd.qcut(values, q=bands, labels=False, duplicates="drop")
+    # one integer key per (group, band): grouping by it is several times quicker than by the pair
+    known = group >= 0
+    key = group[known] * (bands + 1) + band[known] + 1
+    frame = pd.DataFrame({"freight": freight[known], "on_time": df["on_time"].to_numpy(dtype=float)[known],
+                          "days": df["days"].to_numpy(dtype=float)[known]})
+    g = frame.groupby(key, sort=True)
+    sizes = g.size()
+    out = pd.DataFrame({
+        "band": sizes.index.to_numpy() % (bands + 1), "freight_min": g["freight"].min().to_numpy(),
+        "freight_max": g["freight"].max().to_numpy(), "orders": sizes.to_numpy(),
+        "mean_freight": g["freight"].mean().to_numpy(), "on_time_share": g["on_time"].mean().to_numpy(),
+        "mean_days": g["days"].mean().to_numpy(),
+    })
+    owner = sizes.index.to_numpy() // (bands + 1)  # the group of each row of `out`, ascending
+    return [(keys.categories[owner[lo]], out.iloc[lo:hi].reset_index(drop=True)) for lo, hi in _runs(owner)]
+
+
+def _runs(values: np.ndarray) -> list[tuple[int, int]]:
+    """(start, end) of each run of equal values."""
+    if not len(values):
+        return []
+    starts = np.flatnonzero(np.r_[True, values[1:] != values[:-1]])
+    return list(zip(starts.tolist(), [*starts[1:].tolist(), len(values)], strict=True))
 
 
 def _reviews(engine: Engine, as_of: dt.date, delivered: pd.DataFrame) -> dict:

@@ -423,8 +423,7 @@ def _delivery(orders: pd.DataFrame, reviews: pd.DataFrame) -> dict[str, pd.DataF
         stats[col] = stats[col].astype(object).where(stats[col].notna(), None)
 
     bands = []
-    for kind, value, rows in _places(delivered[["state", "region", "freight", "on_time", "days"]]):
-        b = dlv.freight_bands(rows, FREIGHT_BANDS)
+    for kind, value, b in _freight_bands_of_places(delivered[["state", "region", "freight", "on_time", "days"]]):
         if len(b):
             bands.append(b.assign(place_kind=kind, place_value=value))
     bands = pd.concat(bands, ignore_index=True) if bands else pd.DataFrame()
@@ -471,6 +470,14 @@ def _places(frame: pd.DataFrame):  # noqa: ANN202 - yields (kind, value, rows)
     for kind in ("region", "state"):
         for value, rows in frame.groupby(kind, sort=True, observed=True):
             yield kind, value, rows
+
+
+def _freight_bands_of_places(frame: pd.DataFrame) -> list[tuple[str, object, pd.DataFrame]]:
+    """(kind, value, freight bands) of "all" (every row), then of each region and each state."""
+    out = [("all", FACTS_ALL_KEY, dlv.freight_bands(frame, FREIGHT_BANDS))]
+    for kind in ("region", "state"):
+        out += [(kind, value, b) for value, b in dlv.freight_bands_by(frame, kind, FREIGHT_BANDS)]
+    return out
 
 
 def _sorted_keys(keys: pd.Series) -> pd.Categorical:

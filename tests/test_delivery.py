@@ -141,3 +141,38 @@ def test_uci_has_no_deliveries(tmp_path_factory) -> None:  # noqa: ANN001
     with pytest.raises(NotAvailable, match="no delivery dates"):
         delivery_report(engine, AS_OF_UCI)
     engine.dispose()
+
+
+def test_freight_bands_by_group_are_each_groups_own_bands() -> None:
+    """Every group's bands equal `freight_bands` of its rows alone: groups whose ties leave
+    duplicate quantile edges, one freight value, one row; a missing key and an unobserved
+    category left out; missing on-time flags and days skipped by the means."""
+    import numpy as np
+
+    from analytics.delivery import freight_bands, freight_bands_by
+
+    rng = np.random.default_rng(8)
+    n = 4_000
+    frame = pd.DataFrame({
+        "state": pd.Categorical(rng.choice(["AC", "BA", "MG", "RJ", "SP", None], size=n, p=[.05, .15, .2, .2, .3, .1]),
+                                categories=["AC", "AM", "BA", "MG", "RJ", "SP"]),
+        "freight": rng.gamma(2.0, 10.0, size=n).round(1),
+        "on_time": rng.choice([1.0, 0.0, np.nan], size=n, p=[.7, .2, .1]),
+        "days": rng.normal(12, 4, size=n).round(),
+    })
+    frame.loc[frame["state"] == "BA", "freight"] = rng.choice([5.0, 5.0, 5.0, 9.5, 20.0], size=(frame["state"] == "BA").sum())
+    frame.loc[frame["state"] == "MG", "freight"] = 7.25  # one value: one band
+    frame.loc[frame["state"] == "AC", "days"] = np.nan
+    frame = pd.concat([frame, pd.DataFrame({"state": pd.Categorical(["AM"], categories=frame["state"].cat.categories),
+                                            "freight": [3.0], "on_time": [1.0], "days": [4.0]})], ignore_index=True)
+    got = freight_bands_by(frame, "state", 5)
+    want = [(value, freight_bands(rows, 5)) for value, rows in frame.groupby("state", sort=True, observed=True)]
+    assert [v for v, _ in got] == [v for v, _ in want] == ["AC", "AM", "BA", "MG", "RJ", "SP"]
+    for (_, mine), (_, theirs) in zip(got, want, strict=True):
+        pd.testing.assert_frame_equal(mine, theirs, check_exact=True)
+    bands = dict(got)
+    assert len(bands["MG"]) == 1 and len(bands["AM"]) == 1 and 1 < len(bands["BA"]) < 5 and len(bands["SP"]) == 5
+    assert bands["SP"]["orders"].sum() == (frame["state"] == "SP").sum()
+    assert freight_bands_by(frame.iloc[:0], "state", 5) == []
+    with pytest.raises(ValueError):
+        freight_bands_by(frame.assign(freight=np.nan), "state", 5)
