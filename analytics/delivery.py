@@ -195,12 +195,18 @@ def order_stats(df: pd.DataFrame) -> dict[str, float | None]:
 
 
 def grouped_stats(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
-    # each group's frame carries only what order_stats reads (copying every column of
-    # every group was most of the time at a million orders)
-    narrow = df[[*keys, "days", "on_time", "days_late"]]
+    """`order_stats` of each group of `keys` (missing keys a group of their own), most orders first."""
+    # The rows are put in group order once (stable: each group's rows keep their order, so
+    # its figures are the same floats as from a frame of its own) and each group's stats
+    # read slices of three arrays: a frame per group was most of the time at 1M orders.
+    number, names = _group_numbers(df, keys)
+    small = number.astype(np.int16) if len(names) < np.iinfo(np.int16).max else number
+    order = np.argsort(small, kind="stable")  # a radix sort for 16-bit numbers
+    columns = {c: df[c].to_numpy()[order] for c in ("days", "on_time", "days_late")}
     rows = [
-        {**dict(zip(keys, key if isinstance(key, tuple) else (key,), strict=True)), **order_stats(g)}
-        for key, g in narrow.groupby(keys, dropna=False, sort=True, observed=True)
+        {**dict(zip(keys, key if isinstance(key, tuple) else (key,), strict=True)),
+         **order_stats(pd.DataFrame({c: v[lo:hi] for c, v in columns.items()}))}
+        for key, (lo, hi) in zip(names, _runs(number[order]), strict=True)
     ]
     out = pd.DataFrame(rows, columns=keys + STATS)
     out["orders"] = out["orders"].astype(int)
@@ -279,6 +285,30 @@ def freight_bands_by(df: pd.DataFrame, key: str, bands: int) -> list[tuple[objec
     })
     owner = sizes.index.to_numpy() // (bands + 1)  # the group of each row of `out`, ascending
     return [(keys.categories[owner[lo]], out.iloc[lo:hi].reset_index(drop=True)) for lo, hi in _runs(owner)]
+
+
+def _group_numbers(df: pd.DataFrame, keys: list[str]) -> tuple[np.ndarray, list]:
+    """(each row's group number, the groups' keys): the groups and their order of
+    `df.groupby(keys, dropna=False, sort=True, observed=True)`. Categorical keys are numbered
+    from their codes (no hashing, no sort); other keys by pandas."""
+    if not all(isinstance(df[k].dtype, pd.CategoricalDtype) for k in keys):
+        groups = df.groupby(keys, dropna=False, sort=True, observed=True)
+        return groups.ngroup().to_numpy(), list(groups.size().index)
+    cats = [df[k].cat.categories for k in keys]
+    combined = np.zeros(len(df), dtype=np.int64)
+    for k, c in zip(keys, cats, strict=True):
+        code = df[k].cat.codes.to_numpy().astype(np.int64)
+        combined = combined * (len(c) + 1) + np.where(code < 0, len(c), code)  # missing sorts last
+    sizes = [len(c) + 1 for c in cats]
+    seen = np.flatnonzero(np.bincount(combined, minlength=int(np.prod(sizes))))
+    rank = np.full(int(np.prod(sizes)), -1, dtype=np.int64)
+    rank[seen] = np.arange(len(seen))
+    names = []
+    for flat in seen:
+        parts = np.unravel_index(flat, sizes)
+        key = tuple(c[i] if i < len(c) else np.nan for c, i in zip(cats, parts, strict=True))
+        names.append(key if len(keys) > 1 else key[0])
+    return rank[combined], names
 
 
 def _runs(values: np.ndarray) -> list[tuple[int, int]]:

@@ -176,3 +176,38 @@ def test_freight_bands_by_group_are_each_groups_own_bands() -> None:
     assert freight_bands_by(frame.iloc[:0], "state", 5) == []
     with pytest.raises(ValueError):
         freight_bands_by(frame.assign(freight=np.nan), "state", 5)
+
+
+@pytest.mark.parametrize("categorical", [True, False])
+def test_grouped_stats_are_each_groups_order_stats(categorical: bool) -> None:
+    """Each group's row equals `order_stats` of that group's own frame (as pandas' groupby
+    gives it: missing keys a group, last), with categorical keys numbered from their codes
+    (an unobserved category left out) and with object keys."""
+    import numpy as np
+
+    from analytics.delivery import STATS, grouped_stats, order_stats
+
+    rng = np.random.default_rng(21)
+    n = 3_000
+    days_late = rng.normal(-3, 6, size=n).round()
+    frame = pd.DataFrame({
+        "state": rng.choice(["BA", "RJ", "SP", None], size=n, p=[.2, .3, .4, .1]),
+        "region": rng.choice(["Nordeste", "Sudeste", None], size=n, p=[.4, .5, .1]),
+        "days": rng.gamma(3.0, 4.0, size=n).round(),
+        "days_late": np.where(rng.random(n) < .15, np.nan, days_late),
+    })
+    frame["on_time"] = (frame["days_late"] <= 0).where(frame["days_late"].notna()).astype(float)
+    if categorical:
+        frame["state"] = pd.Categorical(frame["state"], categories=["AC", "BA", "RJ", "SP"])
+        frame["region"] = pd.Categorical(frame["region"], categories=["Nordeste", "Sudeste"])
+    for keys in (["state", "region"], ["region"]):
+        got = grouped_stats(frame, keys)
+        want = pd.DataFrame(
+            [{**dict(zip(keys, k if isinstance(k, tuple) else (k,), strict=True)), **order_stats(g)}
+             for k, g in frame.groupby(keys, dropna=False, sort=True, observed=True)],
+            columns=keys + STATS)
+        want["orders"] = want["orders"].astype(int)
+        want = want.sort_values(["orders", keys[0]], ascending=[False, True], ignore_index=True)
+        assert len(got) == len(want) == {2: 12, 1: 3}[len(keys)]
+        assert got[keys].isna().any().all()  # missing keys are groups of their own
+        pd.testing.assert_frame_equal(got, want, check_exact=True)
