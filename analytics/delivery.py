@@ -200,8 +200,7 @@ def grouped_stats(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     # its figures are the same floats as from a frame of its own) and each group's stats
     # read slices of three arrays: a frame per group was most of the time at 1M orders.
     number, names = _group_numbers(df, keys)
-    small = number.astype(np.int16) if len(names) < np.iinfo(np.int16).max else number
-    order = np.argsort(small, kind="stable")  # a radix sort for 16-bit numbers
+    order = _group_order(number, len(names))
     columns = {c: df[c].to_numpy()[order] for c in ("days", "on_time", "days_late")}
     rows = [
         {**dict(zip(keys, key if isinstance(key, tuple) else (key,), strict=True)),
@@ -264,7 +263,7 @@ def freight_bands_by(df: pd.DataFrame, key: str, bands: int) -> list[tuple[objec
     if np.isnan(freight).any():
         raise ValueError("freight bands need the freight of every order")
     band = np.zeros(len(df), dtype=np.int64)
-    order = np.argsort(group, kind="stable")
+    order = _group_order(group, len(keys.categories))
     for start, end in _runs(group[order]):
         rows = order[start:end]
         values = freight[rows]
@@ -309,6 +308,13 @@ def _group_numbers(df: pd.DataFrame, keys: list[str]) -> tuple[np.ndarray, list]
         key = tuple(c[i] if i < len(c) else np.nan for c, i in zip(cats, parts, strict=True))
         names.append(key if len(keys) > 1 else key[0])
     return rank[combined], names
+
+
+def _group_order(number: np.ndarray, groups: int) -> np.ndarray:
+    """Row order by group number (-1 to `groups` - 1), each group's rows in their order."""
+    if groups < np.iinfo(np.int16).max:
+        number = number.astype(np.int16)  # numpy's stable sort of 16-bit numbers is a radix sort
+    return np.argsort(number, kind="stable")
 
 
 def _runs(values: np.ndarray) -> list[tuple[int, int]]:
