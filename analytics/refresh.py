@@ -36,7 +36,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -186,24 +186,22 @@ def refresh(
             except Exception as exc:  # noqa: BLE001 - a failing scorer must not stop the refresh
                 errors[name] = f"{type(exc).__name__}: {exc}"
             lap(f"scorer:{name}")
-        facts = facts_job.result()
-        cells, timings["migration"] = cells_job.result()
-    lap("facts_wait")  # what the facts and cells added after the clusters and scorers were done
-    timings["facts"] = facts.seconds  # on threads, beside the two stages above
-
-    k_fitted = clusters.k if clusters else 0
-    model_version = "+".join([f"{MODEL_VERSION}-k{k_fitted}-s{seed}", *versions])[:64]
-    report = RefreshReport(
-        as_of=as_of, customers=len(features), model_version=model_version,
-        segments={s: int(n) for s, n in rfm["segment"].value_counts().items()},
-        k=k_fitted, knee_k=clusters.knee_k if clusters else None,
-        fallbacks=tuple(rfm.attrs.get("fallbacks", ())), timings=timings,
-        fingerprint=fingerprint_summary(fingerprint), scorer_errors=errors, read=read.to_dict(),
-    )
-    customer_rows = customer_facts_frame(features, scores)
-    _write(engine, as_of, features, scores, snapshot, model_version, clusters, report, seed, facts, cells,
-           customer_rows)
+        k_fitted = clusters.k if clusters else 0
+        model_version = "+".join([f"{MODEL_VERSION}-k{k_fitted}-s{seed}", *versions])[:64]
+        report = RefreshReport(
+            as_of=as_of, customers=len(features), model_version=model_version,
+            segments={s: int(n) for s, n in rfm["segment"].value_counts().items()},
+            k=k_fitted, knee_k=clusters.knee_k if clusters else None,
+            fallbacks=tuple(rfm.attrs.get("fallbacks", ())), timings=timings,
+            fingerprint=fingerprint_summary(fingerprint), scorer_errors=errors, read=read.to_dict(),
+        )
+        customer_rows = customer_facts_frame(features, scores)
+        # the features, scores and snapshot are written while the facts may still be computed
+        # on their thread (at 10M orders they take longer than the clusters and scorers)
+        _write(engine, as_of, features, scores, snapshot, model_version, clusters, report, seed,
+               facts_job, cells_job, customer_rows)
     lap("write")
+    timings["write"] -= timings["facts_wait"]  # waited for inside the write, counted apart
     return report
 
 
@@ -241,14 +239,18 @@ def _timed(fn: Callable[..., Any], *args: Any) -> tuple[Any, float]:
 
 def _write(engine: Engine, as_of: AsOf, features: pd.DataFrame, scores: pd.DataFrame,
            snapshot: pd.DataFrame, model_version: str, clusters: ClusterResult | None,
-           report: RefreshReport, seed: int, facts: ComputedFacts,
-           cells: dict[dt.date, pd.DataFrame], customer_rows: pd.DataFrame) -> None:
+           report: RefreshReport, seed: int, facts_job: Future[ComputedFacts],
+           cells_job: Future[tuple[dict[dt.date, pd.DataFrame], float]], customer_rows: pd.DataFrame) -> None:
+    """Replace the features, scores, the as-of snapshot, the answer facts and the migration
+    cells in one transaction; the facts and cells are waited for after the rows that do not
+    need them are written (the wait is timed as "facts_wait")."""
     day = as_of.date.isoformat()
     feature_rows = features.assign(as_of=day)
     score_rows = scores.assign(as_of=day, model_version=model_version)
     score_rows = score_rows[[c.name for c in schema.customer_scores.columns if c.name in score_rows.columns]]
     snapshot = snapshot.assign(snapshot_date=day)
     S = schema.segment_snapshots
+    timings = report.timings
     with engine.begin() as conn:
         conn.execute(schema.customer_features.delete())
         conn.execute(schema.customer_scores.delete())
@@ -258,6 +260,11 @@ def _write(engine: Engine, as_of: AsOf, features: pd.DataFrame, scores: pd.DataF
             writer.insert(schema.customer_features, feature_rows)
             writer.insert(schema.customer_scores, score_rows)
             writer.insert(S, snapshot)
+        waited = time.perf_counter()
+        facts = facts_job.result()
+        cells, timings["migration"] = cells_job.result()
+        timings["facts_wait"] = time.perf_counter() - waited
+        timings["facts"] = facts.seconds  # on a thread, beside the clusters, scorers and the write
         build_facts(engine, as_of.date, conn, computed=facts, customers=customer_rows)
         write_cells(conn, as_of.date, cells)
         set_meta(conn, "as_of", as_of.to_dict())

@@ -151,6 +151,48 @@ def test_scorers_add_columns_in_order_and_failures_are_reported(default_store_ur
     assert scores["p_alive"].isna().all()
 
 
+def test_slow_facts_are_waited_for_inside_the_write(default_store_url: str, monkeypatch) -> None:  # noqa: ANN001
+    """The features and scores are written while the facts still compute; the facts are
+    then written in the same transaction. The wait is timed apart from the write, and the
+    stages not done beside others add up to the refresh's wall time."""
+    import time
+
+    import analytics.refresh as R
+
+    engine = open_store(default_store_url)
+    small_shop(engine)
+    real = R.compute_all_facts
+    scores_when_facts_done = {}
+
+    events = []
+
+    class Recorded(R.BulkWriter):
+        def insert(self, table, frame):  # noqa: ANN001, ANN202
+            events.append(("insert", table.name))
+            return super().insert(table, frame)
+
+    def slow_facts(*args):  # noqa: ANN002, ANN202
+        time.sleep(1.5)
+        events.append(("facts done", None))
+        with engine.connect() as conn:  # another connection: sees only what is committed
+            scores_when_facts_done["rows"] = conn.execute(select(func.count()).select_from(schema.customer_scores)).scalar()
+        return real(*args)
+
+    monkeypatch.setattr(R, "compute_all_facts", slow_facts)
+    monkeypatch.setattr(R, "BulkWriter", Recorded)
+    started = time.perf_counter()
+    report = refresh(engine, AS_OF)
+    wall = time.perf_counter() - started
+    t = report.timings
+    assert t["facts_wait"] > 0.3 and t["write"] >= 0 and t["facts"] > 0
+    assert report.seconds == pytest.approx(wall, abs=0.25)
+    assert events.index(("insert", "customer_scores")) < events.index(("facts done", None))
+    assert scores_when_facts_done["rows"] == 0  # nothing committed until the facts were written too
+    assert len(rows(engine, schema.customer_scores)) == 5  # E only canceled
+    assert get_meta(engine, "facts")["as_of"] == AS_OF.isoformat()
+    assert get_meta(engine, "refresh")["timings"]["facts_wait"] == pytest.approx(t["facts_wait"], abs=1e-3)
+
+
 def test_fingerprint_changes_with_the_data(default_store_url: str) -> None:
     engine = open_store(default_store_url)
     small_shop(engine)
