@@ -52,6 +52,7 @@ except ImportError:  # pragma: no cover - depends on the installation
 
 # Below this many rows the DB-API read is quicker than starting the helper process.
 ADBC_MIN_ROWS = 200_000
+READERS = 2  # reader processes
 _TYPES = {"str": pa.string(), "float": pa.float64(), "int": pa.int64(), "ts": pa.timestamp("us")}
 
 
@@ -251,8 +252,23 @@ def _reader_pool() -> ProcessPoolExecutor:
     with _POOL_LOCK:
         if _POOL is None:
             # spawn, not fork: the bot's threads may hold locks a forked child would inherit
-            _POOL = ProcessPoolExecutor(max_workers=2, mp_context=mp.get_context("spawn"))
+            _POOL = ProcessPoolExecutor(max_workers=READERS, mp_context=mp.get_context("spawn"))
         return _POOL
+
+
+def start_readers(engine: Engine) -> None:
+    """Start the reader processes of a big SQLite store's reads now (a fresh one takes
+    about half a second to be ready): a refresh that will read the whole store calls this
+    before its other first steps. Nothing happens where reads take no helper."""
+    path = sqlite_file(engine) if engine.dialect.name == "sqlite" else None
+    if _adbc is None or path is None or _rows_about(engine, "orders") < ADBC_MIN_ROWS:
+        return
+    try:
+        pool = _reader_pool()
+        for _ in range(READERS):  # each task the pool cannot give an idle process starts one
+            pool.submit(os.getpid)
+    except (BrokenProcessPool, OSError, RuntimeError):
+        _drop_pool()
 
 
 def _adbc_submit(path: str, sql: str, args: list, schema: pa.Schema, keys: SharedKeys | None,

@@ -46,12 +46,13 @@ from sqlalchemy import Engine
 
 from analytics.asof import AsOf, resolve_as_of
 from analytics.clusters import ClusterResult, cluster_customers
+from analytics.columnar import start_readers
 from analytics.facts import ComputedFacts, build_facts, compute_all_facts, customer_facts_frame
 from analytics.features import features_of
 from analytics.migration import cells_since, start_earlier_reads, write_cells
 from analytics.model_store import DataFingerprint, read_fingerprint
 from analytics.rfm import rfm_scores
-from analytics.snapshot import read_with_snapshot
+from analytics.snapshot import read_with_snapshot, snapshot_kept
 from storage import schema
 from storage.loaders.bulk import BulkWriter
 from storage.store import set_meta
@@ -143,6 +144,8 @@ def refresh(
         timings[stage] = now - clock
         clock = now
 
+    if full_read or not snapshot_kept(engine):
+        start_readers(engine)  # the whole store will be read: its readers start meanwhile
     if not isinstance(as_of, AsOf):
         as_of = resolve_as_of(engine, fixed=as_of)
     # taken before the store is read: data loaded in between then counts as new at the

@@ -498,6 +498,12 @@ class _InMemory:
         return {name: getattr(self.data, name) for name in _FILES[file]}
 
 
+def snapshot_kept(engine: Engine) -> bool:
+    """Whether a snapshot of this store is kept (a refresh then reads only what changed)."""
+    folder = snapshot_folder(engine)
+    return folder is not None and (folder / "meta.json").exists()
+
+
 def load_snapshot(folder: Path) -> tuple[tuple[SnapshotFiles, int] | None, str]:
     """(the kept snapshot's files and its watermark, or None; why not)."""
     wait_for_saves()
