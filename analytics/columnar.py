@@ -256,19 +256,21 @@ def _reader_pool() -> ProcessPoolExecutor:
         return _POOL
 
 
-def start_readers(engine: Engine) -> None:
+def start_readers(engine: Engine) -> list[Future[int]]:
     """Start the reader processes of a big SQLite store's reads now (a fresh one takes
     about half a second to be ready): a refresh that will read the whole store calls this
-    before its other first steps. Nothing happens where reads take no helper."""
+    before its other first steps. Nothing happens where reads take no helper. Returns a
+    task per process started (each gives the process id)."""
     path = sqlite_file(engine) if engine.dialect.name == "sqlite" else None
     if _adbc is None or path is None or _rows_about(engine, "orders") < ADBC_MIN_ROWS:
-        return
+        return []
     try:
         pool = _reader_pool()
-        for _ in range(READERS):  # each task the pool cannot give an idle process starts one
-            pool.submit(os.getpid)
+        # each task the pool cannot give an idle process starts one
+        return [pool.submit(os.getpid) for _ in range(READERS)]
     except (BrokenProcessPool, OSError, RuntimeError):
         _drop_pool()
+        return []
 
 
 def _adbc_submit(path: str, sql: str, args: list, schema: pa.Schema, keys: SharedKeys | None,

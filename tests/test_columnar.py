@@ -273,3 +273,18 @@ def test_codes_of_dictionary_chunks_equal_codes_of_strings() -> None:
     assert sorted_unique(distinct_values(coded)).equals(index)
     np.testing.assert_array_equal(codes_in(coded, index), codes_in(plain, index))
     assert (codes_in(coded, index)[-10:] == -1).all()
+
+
+def test_readers_start_for_a_big_store_file_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A store with at least ADBC_MIN_ROWS orders in a file gets its reader processes
+    started ahead; a smaller one, or one in memory, none."""
+    import os
+
+    engine = sample_store(tmp_path)
+    assert columnar.start_readers(engine) == []  # the sample is below ADBC_MIN_ROWS
+    monkeypatch.setattr(columnar, "ADBC_MIN_ROWS", 0)
+    assert columnar.start_readers(open_store("sqlite://")) == []
+    started = columnar.start_readers(engine)
+    pids = {task.result(timeout=60) for task in started}
+    assert len(started) == columnar.READERS and os.getpid() not in pids
+    engine.dispose()
