@@ -76,6 +76,7 @@ from threadpoolctl import threadpool_limits
 
 from analytics.dataset import Dataset, read_dataset
 from analytics.errors import AnalyticsError
+from analytics.groups import run_starts
 from analytics.periods import end_of_day
 from storage.store import NON_PURCHASE_STATUSES
 
@@ -229,12 +230,7 @@ def distinct_ints(values: np.ndarray) -> np.ndarray:
     on NumPy 2.x takes a hash-table path that is about 40× slower than sorting for a
     million mostly distinct keys."""
     s = np.sort(values)
-    return s[_runs(s)] if len(s) else s
-
-
-def _runs(codes: np.ndarray) -> np.ndarray:
-    """Where each run of equal values starts in a sorted array."""
-    return np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
+    return s[run_starts(s)] if len(s) else s
 
 
 def group_extreme(codes: np.ndarray, values: np.ndarray, size: int, how: str) -> np.ndarray:
@@ -307,14 +303,14 @@ def churn_features(history: History, cutoff: dt.date) -> pd.DataFrame:
         # first name): (customer, category) pairs as one sorted int64 key, counted in runs
         span = np.int64(cat[named].max()) + 1
         keys = np.sort(ic[named].astype(np.int64) * span + cat[named])
-        starts = _runs(keys)
+        starts = run_starts(keys)
         pair_c, pair_k = np.divmod(keys[starts], span)
         categories = total(pair_c)
         count = np.diff(np.r_[starts, len(keys)])
-        first_of_c = _runs(pair_c)
+        first_of_c = run_starts(pair_c)
         most = np.maximum.reduceat(count, first_of_c)
         best = np.flatnonzero(count == np.repeat(most, np.diff(np.r_[first_of_c, len(count)])))
-        best = best[_runs(pair_c[best])]  # categories come sorted within a customer
+        best = best[run_starts(pair_c[best])]  # categories come sorted within a customer
         top_category[pair_c[best]] = h.category_names[pair_k[best]]
 
     pay = h.payments[is_buy[h.payments["ord"].to_numpy()]]
@@ -334,7 +330,7 @@ def churn_features(history: History, cutoff: dt.date) -> pd.DataFrame:
     # each first order's largest payment (ties: the first listed; NaN values last)
     fp_ord, fp_value = fp["ord"].to_numpy(), fp["value"].to_numpy(dtype=float)
     order = np.lexsort((-fp_value, fp_ord))
-    pick = order[_runs(fp_ord[order])] if len(order) else order
+    pick = order[run_starts(fp_ord[order])] if len(order) else order
     first_payment = np.full(n, None, dtype=object)
     first_payment[cust[fp_ord[pick]]] = h.method_names[fp["method"].to_numpy()[pick]]
 

@@ -34,6 +34,7 @@ from analytics.filters import (
     read_frame,
     require,
 )
+from analytics.groups import group_order, run_bounds
 from analytics.periods import day_number, elapsed_days, end_of_day
 from analytics.results import Result
 from storage import schema
@@ -200,12 +201,12 @@ def grouped_stats(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     # its figures are the same floats as from a frame of its own) and each group's stats
     # read slices of three arrays: a frame per group was most of the time at 1M orders.
     number, names = _group_numbers(df, keys)
-    order = _group_order(number, len(names))
+    order = group_order(number, len(names))
     columns = {c: df[c].to_numpy()[order] for c in ("days", "on_time", "days_late")}
     rows = [
         {**dict(zip(keys, key if isinstance(key, tuple) else (key,), strict=True)),
          **order_stats(pd.DataFrame({c: v[lo:hi] for c, v in columns.items()}))}
-        for key, (lo, hi) in zip(names, _runs(number[order]), strict=True)
+        for key, (lo, hi) in zip(names, run_bounds(number[order]), strict=True)
     ]
     out = pd.DataFrame(rows, columns=keys + STATS)
     out["orders"] = out["orders"].astype(int)
@@ -263,8 +264,8 @@ def freight_bands_by(df: pd.DataFrame, key: str, bands: int) -> list[tuple[objec
     if np.isnan(freight).any():
         raise ValueError("freight bands need the freight of every order")
     band = np.zeros(len(df), dtype=np.int64)
-    order = _group_order(group, len(keys.categories))
-    for start, end in _runs(group[order]):
+    order = group_order(group, len(keys.categories))
+    for start, end in run_bounds(group[order]):
         rows = order[start:end]
         values = freight[rows]
         if group[rows[0]] >= 0 and values.min() != values.max():
@@ -283,7 +284,7 @@ def freight_bands_by(df: pd.DataFrame, key: str, bands: int) -> list[tuple[objec
         "mean_days": g["days"].mean().to_numpy(),
     })
     owner = sizes.index.to_numpy() // (bands + 1)  # the group of each row of `out`, ascending
-    return [(keys.categories[owner[lo]], out.iloc[lo:hi].reset_index(drop=True)) for lo, hi in _runs(owner)]
+    return [(keys.categories[owner[lo]], out.iloc[lo:hi].reset_index(drop=True)) for lo, hi in run_bounds(owner)]
 
 
 def _group_numbers(df: pd.DataFrame, keys: list[str]) -> tuple[np.ndarray, list]:
@@ -308,21 +309,6 @@ def _group_numbers(df: pd.DataFrame, keys: list[str]) -> tuple[np.ndarray, list]
         key = tuple(c[i] if i < len(c) else np.nan for c, i in zip(cats, parts, strict=True))
         names.append(key if len(keys) > 1 else key[0])
     return rank[combined], names
-
-
-def _group_order(number: np.ndarray, groups: int) -> np.ndarray:
-    """Row order by group number (-1 to `groups` - 1), each group's rows in their order."""
-    if groups < np.iinfo(np.int16).max:
-        number = number.astype(np.int16)  # numpy's stable sort of 16-bit numbers is a radix sort
-    return np.argsort(number, kind="stable")
-
-
-def _runs(values: np.ndarray) -> list[tuple[int, int]]:
-    """(start, end) of each run of equal values."""
-    if not len(values):
-        return []
-    starts = np.flatnonzero(np.r_[True, values[1:] != values[:-1]])
-    return list(zip(starts.tolist(), [*starts[1:].tolist(), len(values)], strict=True))
 
 
 def _reviews(engine: Engine, as_of: dt.date, delivered: pd.DataFrame) -> dict:
