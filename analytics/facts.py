@@ -268,11 +268,13 @@ def _ids(values: pa.Array, codes: pd.Series) -> np.ndarray:
     return values.take(pa.array(codes.to_numpy(dtype=np.int64))).to_numpy(zero_copy_only=False).astype(object)
 
 
-def _month_labels(ts: pd.Series) -> np.ndarray:
-    """'YYYY-MM' of each timestamp (formatted once per distinct month)."""
+def _month_keys(ts: pd.Series) -> pd.Categorical:
+    """'YYYY-MM' of each timestamp, as a categorical of the months in order (formatted once
+    per distinct month; grouped without hashing a string per row)."""
     months = ts.to_numpy().astype("datetime64[M]")
     uniq, inverse = np.unique(months, return_inverse=True)
-    return np.datetime_as_string(uniq, unit="M").astype(object)[inverse.ravel()]
+    names = pd.Index(np.datetime_as_string(uniq, unit="M").astype(object), dtype=object)
+    return pd.Categorical.from_codes(inverse.ravel(), categories=names)
 
 
 def _geo(frame: pd.DataFrame) -> list:
@@ -294,7 +296,7 @@ def _unkey(frame: pd.DataFrame, cols: tuple[str, ...] = ("state", "region")) -> 
 
 def _monthly(orders: pd.DataFrame, reviews: pd.DataFrame) -> pd.DataFrame:
     o = orders.assign(
-        month=_month_labels(orders["purchased_at"]),
+        month=_month_keys(orders["purchased_at"]),
         with_items=orders["items_value"] > 0,
         heavy_revenue=orders["revenue"].where(orders["heavy"], 0.0),
         new_customers=orders["rn"] == 1,
@@ -316,7 +318,8 @@ def _monthly(orders: pd.DataFrame, reviews: pd.DataFrame) -> pd.DataFrame:
         new_revenue=("new_revenue", "sum"), repeaters=("repeaters", "sum"),
         reviews=("reviews", "sum"), review_score=("review_score", "sum"),
     )
-    return _unkey(g.rename_axis(["month", "state", "region"]).reset_index())
+    g = g.rename_axis(["month", "state", "region"]).reset_index()
+    return _unkey(g.assign(month=g["month"].astype(str)))
 
 
 def _weekday_hour(orders: pd.DataFrame) -> pd.DataFrame:
