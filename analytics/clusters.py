@@ -246,11 +246,11 @@ def silhouettes_of(distances: np.ndarray, labelings: list[np.ndarray]) -> list[f
     starts = np.cumsum([0, *[len(s) for s in sizes]])
     indicators = np.zeros((n, starts[-1]))
     rows = np.arange(n)
-    for code, start in zip(codes, starts, strict=False):
+    for code, start in zip(codes, starts[:-1], strict=True):
         indicators[rows, start + code] = 1.0
     sums = distances @ indicators  # point × (labelling, cluster): sum of distances to its members
     out = []
-    for code, size, start in zip(codes, sizes, starts, strict=False):
+    for code, size, start in zip(codes, sizes, starts[:-1], strict=True):
         per_cluster = sums[:, start:start + len(size)]
         own = per_cluster[rows, code]
         with np.errstate(divide="ignore", invalid="ignore"):

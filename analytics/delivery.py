@@ -295,19 +295,18 @@ def _group_numbers(df: pd.DataFrame, keys: list[str]) -> tuple[np.ndarray, list]
         groups = df.groupby(keys, dropna=False, sort=True, observed=True)
         return groups.ngroup().to_numpy(), list(groups.size().index)
     cats = [df[k].cat.categories for k in keys]
+    sizes = [len(c) + 1 for c in cats]  # each key's categories, then missing (sorted last)
     combined = np.zeros(len(df), dtype=np.int64)
-    for k, c in zip(keys, cats, strict=True):
+    for k, size in zip(keys, sizes, strict=True):
         code = df[k].cat.codes.to_numpy().astype(np.int64)
-        combined = combined * (len(c) + 1) + np.where(code < 0, len(c), code)  # missing sorts last
-    sizes = [len(c) + 1 for c in cats]
-    seen = np.flatnonzero(np.bincount(combined, minlength=int(np.prod(sizes))))
-    rank = np.full(int(np.prod(sizes)), -1, dtype=np.int64)
+        combined = combined * size + np.where(code < 0, size - 1, code)
+    space = int(np.prod(sizes))
+    seen = np.flatnonzero(np.bincount(combined, minlength=space))
+    rank = np.full(space, -1, dtype=np.int64)
     rank[seen] = np.arange(len(seen))
-    names = []
-    for flat in seen:
-        parts = np.unravel_index(flat, sizes)
-        key = tuple(c[i] if i < len(c) else np.nan for c, i in zip(cats, parts, strict=True))
-        names.append(key if len(keys) > 1 else key[0])
+    parts = np.unravel_index(seen, sizes)  # per key, the category of each group seen
+    columns = [[c[i] if i < len(c) else np.nan for i in at.tolist()] for c, at in zip(cats, parts, strict=True)]
+    names = list(zip(*columns, strict=True)) if len(keys) > 1 else columns[0]
     return rank[combined], names
 
 

@@ -88,7 +88,7 @@ class RefreshReport:
 
     @property
     def seconds(self) -> float:
-        """Wall seconds: the stages one after another ("facts" ran beside two of them)."""
+        """Wall seconds: the stages one after another ("facts" and "migration" ran beside them)."""
         return sum(v for k, v in self.timings.items() if k not in OVERLAPPED)
 
     @property
