@@ -88,6 +88,40 @@ def _fetch(stmt: object) -> pa.Table:
     return pa.RecordBatchReader._import_from_c(handle.address).read_all()
 
 
+def ingest_to_file(source: str, out: str) -> bool:
+    """Write the Arrow IPC file `source` into a new SQLite file `out`, as table `rows`
+    (columns typed from Arrow: TEXT, INTEGER, REAL), with ADBC's bulk ingest; False when
+    it could not (`out` may then be left half-made: the caller drops it). A scratch
+    file: no journal, no syncs."""
+    try:
+        with pa.memory_map(source) as src:
+            table = pa.ipc.open_file(src).read_all()
+        db = _adbc.connect(out)
+        try:
+            conn = _adbc_manager.AdbcConnection(db)
+            try:
+                stmt = _adbc_manager.AdbcStatement(conn)
+                try:
+                    for pragma in ("PRAGMA journal_mode=OFF", "PRAGMA synchronous=OFF"):
+                        stmt.set_sql_query(pragma)
+                        _fetch(stmt)
+                    conn.set_autocommit(False)  # one transaction, not one per row
+                    stmt.set_options(**{_adbc_manager.INGEST_OPTION_TARGET_TABLE: "rows",
+                                        _adbc_manager.INGEST_OPTION_MODE: _adbc_manager.INGEST_OPTION_MODE_CREATE})
+                    stmt.bind_stream(table)
+                    stmt.execute_update()
+                finally:
+                    stmt.close()
+                conn.commit()
+            finally:
+                conn.close()
+        finally:
+            db.close()
+    except (_adbc_manager.Error, pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError):
+        return False
+    return True
+
+
 def _published_keys(path: str) -> KeyPositions | None:
     """The keys once published; None if their folder goes first (the caller gave up),
     the caller's process is gone, or after KEYS_WAIT_S."""

@@ -42,11 +42,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Engine
+import pyarrow as pa
+from sqlalchemy import Engine, Table
 
 from analytics.asof import AsOf, resolve_as_of
 from analytics.clusters import ClusterResult, cluster_customers
-from analytics.columnar import start_readers
+from analytics.columnar import StagedRows, staging_pays, start_readers, start_staging
 from analytics.facts import ComputedFacts, build_facts, compute_all_facts, customer_facts_frame
 from analytics.features import features_of
 from analytics.migration import cells_since, start_earlier_reads, write_cells
@@ -54,7 +55,7 @@ from analytics.model_store import DataFingerprint, read_fingerprint
 from analytics.rfm import rfm_scores
 from analytics.snapshot import read_with_snapshot, snapshot_kept
 from storage import schema
-from storage.loaders.bulk import BulkWriter
+from storage.loaders.bulk import BulkWriter, sqlite_arrow
 from storage.store import set_meta
 
 MODEL_VERSION = "rp1"  # bump when the feature, RFM or cluster rules change
@@ -170,7 +171,12 @@ def refresh(
     # segment), so they are computed on a thread while the clusters and scorers run: numpy,
     # pandas and scikit-learn let go of the GIL in their loops, and both cores work.
     snapshot = _snapshot_rows(rfm, features)
-    with ThreadPoolExecutor(2, thread_name_prefix="pulse-facts") as pool:
+    day = as_of.date.isoformat()
+    feature_rows, snapshot_rows = features.assign(as_of=day), snapshot.assign(snapshot_date=day)
+    with _Writes(engine) as writes, ThreadPoolExecutor(2, thread_name_prefix="pulse-facts") as pool:
+        # on SQLite, helper processes stage the features and the snapshot for the write now
+        writes.stage(schema.customer_features, feature_rows)
+        writes.stage(schema.segment_snapshots, snapshot_rows)
         facts_job = pool.submit(compute_all_facts, data, as_of.date, rfm[["customer_id", "segment"]])
         cells_job = pool.submit(_timed, cells_since, earlier_reads, snapshot)
         clusters = cluster_customers(features, seed=seed, k=k) if len(features) else None
@@ -201,8 +207,8 @@ def refresh(
         customer_rows = customer_facts_frame(features, scores)
         # the features, scores and snapshot are written while the facts may still be computed
         # on their thread (at 10M orders they take longer than the clusters and scorers)
-        _write(engine, as_of, features, scores, snapshot, model_version, clusters, report, seed,
-               facts_job, cells_job, customer_rows)
+        _write(engine, as_of, feature_rows, scores, snapshot_rows, model_version, clusters, report, seed,
+               facts_job, cells_job, customer_rows, writes)
     lap("write")
     timings["write"] -= timings["facts_wait"]  # waited for inside the write, counted apart
     return report
@@ -240,41 +246,84 @@ def _timed(fn: Callable[..., Any], *args: Any) -> tuple[Any, float]:
     return fn(*args), time.perf_counter() - started
 
 
-def _write(engine: Engine, as_of: AsOf, features: pd.DataFrame, scores: pd.DataFrame,
+class _Writes:
+    """The refresh's big tables on their way to the write: staged by a helper process
+    where that pays (`analytics.columnar.start_staging`), else inserted from the frame."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self.staged: dict[str, StagedRows] = {}
+
+    def stage(self, table: Table, frame: pd.DataFrame) -> None:
+        """Start staging `frame`'s rows for `table` (nothing happens where it does not pay)."""
+        if not staging_pays(self.engine, len(frame)):
+            return
+        try:
+            rows = sqlite_arrow(table, frame)
+        except (TypeError, ValueError, pa.ArrowException):
+            return  # a column Arrow cannot carry: those rows are bound from Python
+        staged = start_staging(self.engine, rows)
+        if staged is not None:
+            self.staged[table.name] = staged
+
+    def insert(self, writer: BulkWriter, table: Table, frame: pd.DataFrame) -> int:
+        """Insert `frame` into `table`: from its staged file when there is one."""
+        staged = self.staged.get(table.name)
+        path = staged.path() if staged is not None else None
+        if path is None:
+            return writer.insert(table, frame)
+        return writer.insert_staged(table, path, list(frame.columns))
+
+    def __enter__(self) -> _Writes:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for staged in self.staged.values():
+            staged.close()
+
+
+def _write(engine: Engine, as_of: AsOf, feature_rows: pd.DataFrame, scores: pd.DataFrame,
            snapshot: pd.DataFrame, model_version: str, clusters: ClusterResult | None,
            report: RefreshReport, seed: int, facts_job: Future[ComputedFacts],
-           cells_job: Future[tuple[dict[dt.date, pd.DataFrame], float]], customer_rows: pd.DataFrame) -> None:
+           cells_job: Future[tuple[dict[dt.date, pd.DataFrame], float]], customer_rows: pd.DataFrame,
+           writes: _Writes) -> None:
     """Replace the features, scores, the as-of snapshot, the answer facts and the migration
     cells in one transaction; the facts and cells are waited for after the rows that do not
-    need them are written (the wait is timed as "facts_wait")."""
-    day = as_of.date.isoformat()
-    feature_rows = features.assign(as_of=day)
-    score_rows = scores.assign(as_of=day, model_version=model_version)
+    need them are written (the wait is timed as "facts_wait"). `feature_rows` and
+    `snapshot` are the rows to write (as-of dates set), those `writes` may have staged."""
+    score_rows = scores.assign(as_of=as_of.date.isoformat(), model_version=model_version)
     score_rows = score_rows[[c.name for c in schema.customer_scores.columns if c.name in score_rows.columns]]
-    snapshot = snapshot.assign(snapshot_date=day)
+    writes.stage(schema.customer_scores, score_rows)
     S = schema.segment_snapshots
     timings = report.timings
-    with engine.begin() as conn:
-        conn.execute(schema.customer_features.delete())
-        conn.execute(schema.customer_scores.delete())
-        conn.execute(S.delete().where(S.c.snapshot_date == as_of.date))
+    with engine.connect() as conn:
         writer = BulkWriter(conn)
-        with writer.overlapped():  # SQLite inserts one batch while the next one's rows are made
-            writer.insert(schema.customer_features, feature_rows)
-            writer.insert(schema.customer_scores, score_rows)
-            writer.insert(S, snapshot)
-        waited = time.perf_counter()
-        facts = facts_job.result()
-        cells, timings["migration"] = cells_job.result()
-        timings["facts_wait"] = time.perf_counter() - waited
-        timings["facts"] = facts.seconds  # on a thread, beside the clusters, scorers and the write
-        build_facts(engine, as_of.date, conn, computed=facts, customers=customer_rows)
-        write_cells(conn, as_of.date, cells)
-        set_meta(conn, "as_of", as_of.to_dict())
-        set_meta(conn, "refreshed_at", dt.datetime.now().isoformat(timespec="seconds"))
-        set_meta(conn, "data_fingerprint", report.fingerprint)
-        set_meta(conn, "refresh", report.to_dict())
-        set_meta(conn, "clusters", _cluster_summary(clusters, seed))
+        try:
+            with conn.begin():
+                conn.execute(schema.customer_features.delete())
+                conn.execute(schema.customer_scores.delete())
+                conn.execute(S.delete().where(S.c.snapshot_date == as_of.date))
+                with writer.overlapped():  # SQLite inserts one batch while the next one's rows are made
+                    writes.insert(writer, schema.customer_features, feature_rows)
+                    writes.insert(writer, schema.customer_scores, score_rows)
+                    writes.insert(writer, S, snapshot)
+                waited = time.perf_counter()
+                facts = facts_job.result()
+                cells, timings["migration"] = cells_job.result()
+                timings["facts_wait"] = time.perf_counter() - waited
+                timings["facts"] = facts.seconds  # on a thread, beside the clusters, scorers and the write
+                build_facts(engine, as_of.date, conn, computed=facts, customers=customer_rows)
+                write_cells(conn, as_of.date, cells)
+                set_meta(conn, "as_of", as_of.to_dict())
+                set_meta(conn, "refreshed_at", dt.datetime.now().isoformat(timespec="seconds"))
+                set_meta(conn, "data_fingerprint", report.fingerprint)
+                set_meta(conn, "refresh", report.to_dict())
+                set_meta(conn, "clusters", _cluster_summary(clusters, seed))
+        finally:
+            try:
+                writer.detach_staged()  # (SQLite detaches a file read in a transaction only after it)
+            except Exception:  # noqa: BLE001 - a connection left with a file attached is not reused
+                conn.invalidate()
 
 
 def _cluster_summary(clusters: ClusterResult | None, seed: int) -> dict[str, Any] | None:

@@ -1,6 +1,8 @@
 """Bulk upserts of DataFrames into the store, inside the caller's transaction.
 
-SQLite: one `INSERT … ON CONFLICT DO UPDATE` run by the DB-API cursor's executemany.
+SQLite: one `INSERT … ON CONFLICT DO UPDATE` run by the DB-API cursor's executemany; or,
+for a plain insert of rows already staged in a scratch SQLite file
+(`analytics.columnar.start_staging`, from `sqlite_arrow`), one `INSERT … SELECT` from it.
 PostgreSQL: COPY (CSV) into a temporary staging table, then one
 `INSERT … SELECT … ON CONFLICT DO UPDATE`. Both run on the connection the caller
 opened with `engine.begin()`, so a failed load rolls every write back.
@@ -73,6 +75,37 @@ def _sorted(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     return frame.iloc[order]
 
 
+def sqlite_arrow(table: Table, frame: pd.DataFrame) -> pa.Table:
+    """`frame`'s rows as Arrow columns holding what `BulkWriter.insert` binds on SQLite:
+    dates and datetimes as SQLAlchemy's text, whole-number columns as integers (or floats,
+    whose whole values SQLite's INTEGER affinity stores as integers), missing values as
+    nulls (NaN too). Raises TypeError or pyarrow's ArrowException for a column it cannot
+    carry as one Arrow type (e.g. an object column of strings and numbers)."""
+    columns = {}
+    for name in frame.columns:
+        s = frame[name]
+        kind = table.c[name].type
+        if isinstance(kind, Date) and not isinstance(kind, DateTime):
+            arr = pa.array(sql_dates(s), pa.string())
+        elif isinstance(kind, DateTime) or pd.api.types.is_datetime64_any_dtype(s.dtype):
+            arr = pa.array(sql_datetimes(s), pa.string())
+        elif isinstance(s.dtype, np.dtype) and s.dtype.kind in "biu":
+            arr = pa.array(s.to_numpy(), pa.int64())
+        elif isinstance(s.dtype, np.dtype) and s.dtype.kind == "f":
+            arr = pa.array(s.to_numpy(), pa.float64(), from_pandas=True)
+        else:  # object and extension columns: strings, nullable numbers
+            arr = pa.array(s.array if hasattr(s.array, "__arrow_array__") else s.to_numpy(), from_pandas=True)
+            if pa.types.is_null(arr.type):
+                arr = arr.cast(pa.string())
+            elif pa.types.is_boolean(arr.type):
+                arr = arr.cast(pa.int64())
+            elif not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)
+                      or pa.types.is_integer(arr.type) or pa.types.is_floating(arr.type)):
+                raise TypeError(f"column {name!r} holds {arr.type}, not text or numbers")
+        columns[name] = arr
+    return pa.table(columns)
+
+
 STAMP_COLUMN = "load_run"
 
 
@@ -88,6 +121,7 @@ class BulkWriter:
         self._staged: set[str] = set()
         self._worker: ThreadPoolExecutor | None = None
         self._pending: Future | None = None
+        self._attached: list[str] = []
 
     @contextmanager
     def overlapped(self) -> Iterator[None]:
@@ -164,6 +198,26 @@ class BulkWriter:
         else:
             self._copy(table.name, cols, table, frame)
         return len(frame)
+
+    def insert_staged(self, table: Table, path: str, columns: list[str]) -> int:
+        """Plain insert of the rows of a scratch SQLite file (SQLite only: table `rows`
+        with `columns`, see `sqlite_arrow`); returns the rows written. The file stays
+        attached to this connection until `detach_staged`, which must wait until the
+        transaction has ended (SQLite refuses to detach a file read in an open one)."""
+        self._wait()
+        name = f"pulse_staged_{len(self._attached)}"
+        raw = self._raw()
+        raw.execute(f"ATTACH DATABASE ? AS {name}", (path,))
+        self._attached.append(name)
+        collist = ", ".join(map(_q, columns))
+        cur = raw.execute(f"INSERT INTO main.{_q(table.name)} ({collist}) SELECT {collist} FROM {name}.rows")
+        return cur.rowcount
+
+    def detach_staged(self) -> None:
+        """Detach the scratch files `insert_staged` attached (after the transaction)."""
+        raw = self._raw()
+        while self._attached:
+            raw.execute(f"DETACH DATABASE {self._attached.pop()}")
 
     def _stamped(self, table: Table, frame: pd.DataFrame) -> pd.DataFrame:
         if self.stamp is None or STAMP_COLUMN not in table.c or STAMP_COLUMN in frame.columns:
