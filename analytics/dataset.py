@@ -35,7 +35,7 @@ from storage.engine import unmapped
 from storage.store import NON_PURCHASE_STATUSES
 
 NAT = np.iinfo(np.int64).min
-READ_PARTS = 2  # the orders are read as this many rowid ranges, one per reader process
+READ_PARTS = 2  # the orders and the items are read as this many rowid ranges, one per reader process
 DAY_US = 86_400_000_000
 _NON_PURCHASE = ", ".join(f"'{s}'" for s in NON_PURCHASE_STATUSES)
 
@@ -147,10 +147,11 @@ def read_dataset(engine: Engine, *, full: bool = True, since: int | None = None)
             Col("items_value", "items_value", "float"), Col("freight_value", "freight_value", "float"),
             Col("delivered", "delivered_at", "ts"), Col("estimated", "estimated_delivery_at", "ts"),
         ], where.get("orders", ""), params, codes=("customer_id",), few=since is not None, parts=READ_PARTS)
+        # the items, the biggest of the rest, in parts too: the two helpers then finish together
         later = {name: start_read(engine, table, cols, where.get(name, ""), params,
                                   keys=None if name == "customers" else order_keys,
                                   codes=("product", "seller") if name == "items" and full else (),
-                                  few=since is not None)
+                                  few=since is not None, parts=READ_PARTS if name == "items" else 1)
                  for name, (table, cols) in reads.items()}
         orders = orders_read.result()
         del orders_read  # (the future would hold the table after `del orders`)
