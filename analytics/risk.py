@@ -119,9 +119,12 @@ def probabilistic_scores(history: History, as_of: dt.date, horizon_days: int,
     buys = o[o["purchase"].to_numpy() & (o["purchased_at"].to_numpy() < np.datetime64(end_of_day(as_of)))]
     if buys.empty:
         raise ConvergenceError("no purchases to fit BG/NBD on")
-    tx = pd.DataFrame({"customer": history.customer_ids[buys["cust"].to_numpy()],
-                       "at": buys["purchased_at"].to_numpy(), "value": buys["revenue"].to_numpy()})
+    # summarised by customer code, not id (hashing ten million id strings cost seconds at
+    # a million customers); the codes run in id order, so the rows come in the same order
+    tx = pd.DataFrame({"customer": buys["cust"].to_numpy(), "at": buys["purchased_at"].to_numpy(),
+                       "value": buys["revenue"].to_numpy()})
     summary = rfm_summary(tx, "customer", "at", "value", as_of, period_days=1)
+    summary.index = history.customer_ids[summary.index.to_numpy()]
     bgf = BetaGeoFitter().fit(summary)
     usable = ~((summary["frequency"] > 0) & (summary["monetary_value"] <= 0))
     ggf = GammaGammaFitter().fit(summary[usable])
