@@ -12,7 +12,6 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
-from conftest import new_store
 from test_refresh import AS_OF, small_shop
 
 import analytics.columnar as columnar
@@ -92,7 +91,8 @@ def test_staged_insert_stores_what_the_plain_insert_stores(tmp_path: Path, monke
                                                            table, make) -> None:  # noqa: ANN001
     monkeypatch.setattr(columnar, "STAGED_MIN_ROWS", 0)
     frame = make()
-    plain, staged_store = new_store(tmp_path, "plain.db"), new_store(tmp_path, "staged.db")
+    plain = open_store(f"sqlite:///{tmp_path / 'plain.db'}")  # SQLite files, whatever the run's default store
+    staged_store = open_store(f"sqlite:///{tmp_path / 'staged.db'}")
     with plain.begin() as conn:
         BulkWriter(conn).insert(table, frame)
 
@@ -132,7 +132,7 @@ def test_a_column_arrow_cannot_carry_is_refused_and_the_refresh_binds_it(tmp_pat
     with pytest.raises((TypeError, pa.ArrowException)):
         sqlite_arrow(F, frame)
     monkeypatch.setattr(columnar, "STAGED_MIN_ROWS", 0)
-    engine = new_store(tmp_path)
+    engine = open_store(f"sqlite:///{tmp_path / 'pulse.db'}")
     with R._Writes(engine) as writes:
         writes.stage(F, frame)
         assert writes.staged == {}
