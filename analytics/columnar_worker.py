@@ -7,8 +7,11 @@ process is ready for its first read about half a second sooner.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -55,32 +58,39 @@ def read_to_file(path: str, sql: str, args: list, out: str, schema: pa.Schema,
     return True
 
 
-def _query(path: str, sql: str, args: list) -> pa.Table:
+@contextlib.contextmanager
+def _statement(path: str) -> Iterator[tuple[Any, Any]]:
+    """An ADBC connection to the SQLite file `path` and a statement on it, closed after."""
     db = _adbc.connect(path)
     try:
         conn = _adbc_manager.AdbcConnection(db)
         try:
             stmt = _adbc_manager.AdbcStatement(conn)
             try:
-                # pages read through a memory map instead of a copy per page (about a
-                # quarter less time on a full scan of the orders)
-                stmt.set_sql_query(f"PRAGMA mmap_size={READ_MMAP_BYTES}")
-                _fetch(stmt)
-                # the driver infers each column's type from the first batch (an all-NULL
-                # start reads as int64 and a later text value fails): one batch of all rows
-                stmt.set_options(**{"adbc.sqlite.query.batch_rows": str(ONE_BATCH_ROWS)})
-                stmt.set_sql_query(sql)
-                stmt.prepare()
-                if args:
-                    stmt.bind(pa.record_batch([pa.array([a]) for a in args],
-                                              names=[f"p{i}" for i in range(len(args))]))
-                return _fetch(stmt)
+                yield conn, stmt
             finally:
                 stmt.close()
         finally:
             conn.close()
     finally:
         db.close()
+
+
+def _query(path: str, sql: str, args: list) -> pa.Table:
+    with _statement(path) as (_, stmt):
+        # pages read through a memory map instead of a copy per page (about a
+        # quarter less time on a full scan of the orders)
+        stmt.set_sql_query(f"PRAGMA mmap_size={READ_MMAP_BYTES}")
+        _fetch(stmt)
+        # the driver infers each column's type from the first batch (an all-NULL
+        # start reads as int64 and a later text value fails): one batch of all rows
+        stmt.set_options(**{"adbc.sqlite.query.batch_rows": str(ONE_BATCH_ROWS)})
+        stmt.set_sql_query(sql)
+        stmt.prepare()
+        if args:
+            stmt.bind(pa.record_batch([pa.array([a]) for a in args],
+                                      names=[f"p{i}" for i in range(len(args))]))
+        return _fetch(stmt)
 
 
 def _fetch(stmt: object) -> pa.Table:
@@ -96,27 +106,16 @@ def ingest_to_file(source: str, out: str) -> bool:
     try:
         with pa.memory_map(source) as src:
             table = pa.ipc.open_file(src).read_all()
-        db = _adbc.connect(out)
-        try:
-            conn = _adbc_manager.AdbcConnection(db)
-            try:
-                stmt = _adbc_manager.AdbcStatement(conn)
-                try:
-                    for pragma in ("PRAGMA journal_mode=OFF", "PRAGMA synchronous=OFF"):
-                        stmt.set_sql_query(pragma)
-                        _fetch(stmt)
-                    conn.set_autocommit(False)  # one transaction, not one per row
-                    stmt.set_options(**{_adbc_manager.INGEST_OPTION_TARGET_TABLE: "rows",
-                                        _adbc_manager.INGEST_OPTION_MODE: _adbc_manager.INGEST_OPTION_MODE_CREATE})
-                    stmt.bind_stream(table)
-                    stmt.execute_update()
-                finally:
-                    stmt.close()
-                conn.commit()
-            finally:
-                conn.close()
-        finally:
-            db.close()
+        with _statement(out) as (conn, stmt):
+            for pragma in ("PRAGMA journal_mode=OFF", "PRAGMA synchronous=OFF"):
+                stmt.set_sql_query(pragma)
+                _fetch(stmt)
+            conn.set_autocommit(False)  # one transaction, not one per row
+            stmt.set_options(**{_adbc_manager.INGEST_OPTION_TARGET_TABLE: "rows",
+                                _adbc_manager.INGEST_OPTION_MODE: _adbc_manager.INGEST_OPTION_MODE_CREATE})
+            stmt.bind_stream(table)
+            stmt.execute_update()
+            conn.commit()
     except (_adbc_manager.Error, pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError):
         return False
     return True
