@@ -241,6 +241,15 @@ def group_extreme(codes: np.ndarray, values: np.ndarray, size: int, how: str) ->
     return out
 
 
+def _rows_where(frame: pd.DataFrame, of_order: np.ndarray, also: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """The columns of `frame` (rows with an `ord` column) as arrays, for the rows whose
+    order is flagged in `of_order` (and flagged in `also`, per row, when given)."""
+    keep = of_order[frame["ord"].to_numpy()]
+    if also is not None:
+        keep &= also
+    return {c: frame[c].to_numpy()[keep] for c in frame.columns}
+
+
 def churn_features(history: History, cutoff: dt.date) -> pd.DataFrame:
     """One row per customer with a purchase on or before `cutoff` (index customer_id, sorted),
     columns `FEATURES`; only data known at the end of the cutoff day is used."""
@@ -283,9 +292,11 @@ def churn_features(history: History, cutoff: dt.date) -> pd.DataFrame:
 
     is_buy = np.zeros(len(o), dtype=bool)
     is_buy[rows] = True
-    it = h.items[is_buy[h.items["ord"].to_numpy()]]
-    ic = cust[it["ord"].to_numpy()]
-    items = total(ic, it["quantity"].to_numpy())
+    # the lines, payments and reviews of purchases, column by column (a boolean filter of
+    # the whole frame consolidates and copies every column: seconds at ten million rows)
+    it = _rows_where(h.items, is_buy)
+    ic = cust[it["ord"]]
+    items = total(ic, it["quantity"])
 
     def distinct(codes: np.ndarray, values: np.ndarray) -> np.ndarray:
         ok = values >= 0
@@ -294,7 +305,7 @@ def churn_features(history: History, cutoff: dt.date) -> pd.DataFrame:
         span = np.int64(values[ok].max()) + 1  # (customer, value) pairs as one int64 key
         return total(distinct_ints(codes[ok].astype(np.int64) * span + values[ok]) // span)
 
-    cat = it["category"].to_numpy()
+    cat = it["category"]
     top_category = np.full(n, None, dtype=object)
     categories = np.zeros(n, dtype=np.int64)
     named = cat >= 0
@@ -313,26 +324,27 @@ def churn_features(history: History, cutoff: dt.date) -> pd.DataFrame:
         best = best[run_starts(pair_c[best])]  # categories come sorted within a customer
         top_category[pair_c[best]] = h.category_names[pair_k[best]]
 
-    pay = h.payments[is_buy[h.payments["ord"].to_numpy()]]
-    most_installments = group_extreme(pay["ord"].to_numpy(), pay["installments"].to_numpy(), len(o), "max")
+    pay = _rows_where(h.payments, is_buy)
+    most_installments = group_extreme(pay["ord"], pay["installments"], len(o), "max")
     po_ord = np.flatnonzero(~np.isnan(most_installments))
     po_cust, po_installments = cust[po_ord], most_installments[po_ord]
-    pc = cust[pay["ord"].to_numpy()]
-    pay_total = total(pc, pay["value"].to_numpy())
+    pc = cust[pay["ord"]]
+    pay_total = total(pc, pay["value"])
     voucher_codes = np.flatnonzero(h.method_names == "voucher")
-    is_voucher = np.isin(pay["method"].to_numpy(), voucher_codes)
+    is_voucher = np.isin(pay["method"], voucher_codes)
     with np.errstate(invalid="ignore", divide="ignore"):
-        voucher_share = np.where(pay_total > 0, total(pc, pay["value"].to_numpy() * is_voucher) / pay_total,
+        voucher_share = np.where(pay_total > 0, total(pc, pay["value"] * is_voucher) / pay_total,
                                  np.nan)
     is_first = np.zeros(len(o), dtype=bool)
     is_first[first_row] = True
-    fp = pay[is_first[pay["ord"].to_numpy()] & (pay["method"].to_numpy() >= 0)]
+    first_pay = is_first[pay["ord"]] & (pay["method"] >= 0)
+    fp = {k: v[first_pay] for k, v in pay.items()}
     # each first order's largest payment (ties: the first listed; NaN values last)
-    fp_ord, fp_value = fp["ord"].to_numpy(), fp["value"].to_numpy(dtype=float)
+    fp_ord, fp_value = fp["ord"], fp["value"].astype(float)
     order = np.lexsort((-fp_value, fp_ord))
     pick = order[run_starts(fp_ord[order])] if len(order) else order
     first_payment = np.full(n, None, dtype=object)
-    first_payment[cust[fp_ord[pick]]] = h.method_names[fp["method"].to_numpy()[pick]]
+    first_payment[cust[fp_ord[pick]]] = h.method_names[fp["method"][pick]]
 
     delivered_at = o["delivered_at"].to_numpy()
     estimated_at = o["estimated_at"].to_numpy()
@@ -344,11 +356,10 @@ def churn_features(history: History, cutoff: dt.date) -> pd.DataFrame:
     late = (delivered_at[est].astype("datetime64[D]") > estimated_at[est].astype("datetime64[D]")).astype(float)
     vs_estimate = (delivered_at[est] - estimated_at[est]) / np.timedelta64(1, "D")
 
-    rv = h.reviews
-    rv = rv[is_buy[rv["ord"].to_numpy()] & (rv["created_at"].to_numpy() < end)]
-    rc = cust[rv["ord"].to_numpy()]
+    rv = _rows_where(h.reviews, is_buy, h.reviews["created_at"].to_numpy() < end)
+    rc = cust[rv["ord"]]
 
-    frame = pd.DataFrame({
+    columns = {
         "orders": orders,
         "revenue": revenue,
         "avg_ticket": revenue / np.where(who, orders, 1),
@@ -359,30 +370,36 @@ def churn_features(history: History, cutoff: dt.date) -> pd.DataFrame:
         "days_per_order": (tenure + 1) / np.where(who, orders, 1),
         "items": items,
         "items_per_order": items / np.where(who, orders, 1),
-        "products": distinct(ic, it["product"].to_numpy()),
+        "products": distinct(ic, it["product"]),
         "categories": categories,
-        "sellers": distinct(ic, it["seller"].to_numpy()),
+        "sellers": distinct(ic, it["seller"]),
         "avg_installments": mean(po_cust, po_installments),
         "max_installments": extreme(po_cust, po_installments, "max"),
         "voucher_share": voucher_share,
         "late_share": mean(ec, late),
         "avg_delivery_days": mean(dc, delivery_days),
         "avg_days_vs_estimate": mean(ec, vs_estimate),
-        "avg_review": mean(rc, rv["score"].to_numpy()),
-        "min_review": extreme(rc, rv["score"].to_numpy(), "min"),
+        "avg_review": mean(rc, rv["score"]),
+        "min_review": extreme(rc, rv["score"], "min"),
         "freight": total(bc, o["freight"].to_numpy()[buy]),
-        "freight_share": np.nan,
         "cancelled_orders": total(cust[placed & ~o["purchase"].to_numpy()]),
         "state": h.state,
         "region": h.region,
         "top_category": top_category,
         "first_payment": first_payment,
-    }, index=h.customer_ids)
-    frame = frame[who]
-    frame["freight_share"] = frame["freight"] / frame["revenue"].where(frame["revenue"] > 0)
+    }
+    # only the customers with a purchase, taken from each array (not from a frame of all)
+    at = np.flatnonzero(who)
+    out = {c: v[at] for c, v in columns.items()}
+    revenue_at = out["revenue"]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out["freight_share"] = np.where(revenue_at > 0, out["freight"] / revenue_at, np.nan)
+    index = h.customer_ids[at]
     for col in CATEGORICAL_FEATURES:
-        frame[col] = frame[col].astype(object).where(frame[col].notna(), None)
-    return frame[list(FEATURES)]
+        values = out[col].astype(object)
+        values[pd.isna(values)] = None
+        out[col] = pd.Series(values, index=index, dtype=object)  # (not pandas' string dtype)
+    return pd.DataFrame({c: out[c] for c in FEATURES}, index=index)
 
 
 def churn_labels(history: History, cutoff: dt.date, horizon_days: int,
