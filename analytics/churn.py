@@ -338,13 +338,12 @@ def churn_features(history: History, cutoff: dt.date) -> pd.DataFrame:
     is_first = np.zeros(len(o), dtype=bool)
     is_first[first_row] = True
     first_pay = is_first[pay["ord"]] & (pay["method"] >= 0)
-    fp = {k: v[first_pay] for k, v in pay.items()}
     # each first order's largest payment (ties: the first listed; NaN values last)
-    fp_ord, fp_value = fp["ord"], fp["value"].astype(float)
+    fp_ord, fp_value, fp_method = pay["ord"][first_pay], pay["value"][first_pay].astype(float), pay["method"][first_pay]
     order = np.lexsort((-fp_value, fp_ord))
     pick = order[run_starts(fp_ord[order])] if len(order) else order
     first_payment = np.full(n, None, dtype=object)
-    first_payment[cust[fp_ord[pick]]] = h.method_names[fp["method"][pick]]
+    first_payment[cust[fp_ord[pick]]] = h.method_names[fp_method[pick]]
 
     delivered_at = o["delivered_at"].to_numpy()
     estimated_at = o["estimated_at"].to_numpy()
