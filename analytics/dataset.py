@@ -155,7 +155,8 @@ def read_dataset(engine: Engine, *, full: bool = True, since: int | None = None)
                  for name, (table, cols) in reads.items()}
         orders = orders_read.result()
         del orders_read  # (the future would hold the table after `del orders`)
-        order_keys.publish(orders.column("order_id"))
+        order_id = flat(orders.column("order_id"))  # the parts' ids as one array, made once
+        order_keys.publish(order_id)
         # each table's arrays are taken out as it arrives and the table dropped (futures
         # popped), so the raw columns of only a few tables are held at once
         customers = later.pop("customers").result()
@@ -164,16 +165,16 @@ def read_dataset(engine: Engine, *, full: bool = True, since: int | None = None)
             type=pa.string()))
         cust = codes_in(orders.column("customer_id"), customer_ids)
         purchased = micros(orders, "purchased")
-        rows = order_by_time(cust, purchased, orders.column("order_id"))
+        rows = order_by_time(cust, purchased, order_id)
         f: dict[str, object] = {
             "customer_ids": customer_ids, "cust": cust[rows], "purchased": purchased[rows],
-            "order_id": flat(orders.column("order_id")).take(pa.array(rows)),
+            "order_id": order_id.take(pa.array(rows)),
             "purchase": floats(orders, "purchase")[rows] > 0,
             "items_value": floats(orders, "items_value")[rows],
             "freight_value": floats(orders, "freight_value")[rows],
             "delivered": micros(orders, "delivered")[rows], "estimated": micros(orders, "estimated")[rows],
         }
-        del orders, cust, purchased
+        del orders, order_id, cust, purchased
         sorted_at = np.empty(len(rows), dtype=np.int64)  # read position -> sorted row
         sorted_at[rows] = np.arange(len(rows))
         del rows
