@@ -146,7 +146,10 @@ def read_history(engine: Engine, dataset: Dataset | None = None) -> History:
 
 
 def history_from(data: Dataset) -> History:
-    """A History over an already read `Dataset` (same codes and row order, no copy of ids)."""
+    """A History over an already read `Dataset` (same codes and row order, no copy of ids).
+
+    The frames hold the dataset's arrays as they are (`copy=False`: pandas would otherwise
+    copy every column into blocks, seconds at ten million orders); they are only read."""
     o = pd.DataFrame({
         "order_id": pd.arrays.ArrowStringArray(pa.chunked_array([data.order_id], type=pa.string())),
         "cust": data.cust,
@@ -156,15 +159,15 @@ def history_from(data: Dataset) -> History:
         "purchase": data.purchase,
         "delivered_at": data.delivered.view("datetime64[us]"),
         "estimated_at": data.estimated.view("datetime64[us]"),
-    })
+    }, copy=False)
     items = pd.DataFrame({
         "ord": data.item_ord, "product": data.item_product, "category": data.item_category,
         "seller": data.item_seller, "quantity": np.where(np.isnan(data.item_quantity), 1.0, data.item_quantity),
-    })
+    }, copy=False)
     payments = pd.DataFrame({"ord": data.pay_ord, "method": data.pay_method,
-                             "installments": data.pay_installments, "value": data.pay_value})
+                             "installments": data.pay_installments, "value": data.pay_value}, copy=False)
     reviews = pd.DataFrame({"ord": data.review_ord, "score": data.review_score,
-                            "created_at": data.review_created.view("datetime64[us]")})
+                            "created_at": data.review_created.view("datetime64[us]")}, copy=False)
     return History(
         customer_ids=pd.Index(data.ids(), name="customer_id"), orders=o, items=items,
         payments=payments, reviews=reviews, state=data.state, region=data.region,
