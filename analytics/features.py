@@ -158,7 +158,8 @@ def _item_features(data: Dataset, row_cust: np.ndarray, n: int) -> tuple[np.ndar
     most = np.zeros(n, dtype=count.dtype)
     np.maximum.at(most, c, count)
     best = np.flatnonzero(count == most[c])
-    best = best[np.r_[True, c[best][1:] != c[best][:-1]]] if len(best) else best
+    owner = c[best]
+    best = best[np.r_[True, owner[1:] != owner[:-1]]] if len(best) else best
     top_category = np.full(n, None, dtype=object)
     top_category[c[best]] = data.category_names[kk[best]]
     return items, categories, top_category

@@ -27,9 +27,9 @@ HASHED_BYTES = 72
 
 def _mix(h: np.ndarray) -> np.ndarray:
     """splitmix64's finaliser: every input bit flips about half the output bits."""
-    h = (h ^ (h >> _S30)) * _K2
-    h = (h ^ (h >> _S27)) * _K3
-    return h ^ (h >> _S31)
+    out = np.array(h, dtype=np.uint64)
+    _mix_into(out, np.empty_like(out))
+    return out
 
 
 # rows hashed at a time: the block's hashes and scratch (512 KiB each) stay in the CPU
@@ -38,7 +38,7 @@ BLOCK_ROWS = 1 << 16
 
 
 def _mix_into(h: np.ndarray, tmp: np.ndarray) -> None:
-    """`_mix` in place (`tmp`: scratch of h's size): the same bits, no new arrays."""
+    """`_mix` in place (`tmp`: scratch of h's size), making no new arrays."""
     for shift, factor in ((_S30, _K2), (_S27, _K3)):
         np.right_shift(h, shift, out=tmp)
         np.bitwise_xor(h, tmp, out=h)
@@ -48,12 +48,10 @@ def _mix_into(h: np.ndarray, tmp: np.ndarray) -> None:
 
 
 def _strings(values: pd.Series | pa.Array | pa.ChunkedArray) -> pa.Array:
-    """One string or large_string Array of the values (other types cast to string)."""
+    """One string or large_string Array of the values (other types, dictionaries too, cast)."""
     arr = values if isinstance(values, pa.Array | pa.ChunkedArray) else pa.array(values.array)
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks()
-    if pa.types.is_dictionary(arr.type):
-        arr = arr.dictionary_decode()
     if not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
         arr = arr.cast(pa.large_string())
     return arr
