@@ -147,8 +147,10 @@ def _by_segment(
 ) -> tuple[pd.DataFrame | None, dt.date | None]:
     """Breakdown by RFM segment; from agg_payment_segments when `facts_place` is given."""
     with engine.connect() as conn:
-        n, seg_as_of = conn.execute(select(func.count(), func.max(SCO.c.as_of))).one()
-    if not n:
+        # a refresh replaces every score row with its own as-of date, so one row tells it
+        # (a count and a max scanned the million scores at 10M orders: 2 s on a cold cache)
+        seg_as_of = conn.execute(select(SCO.c.as_of).limit(1)).scalar()
+    if seg_as_of is None:
         return None, None
     if facts_place is not None:
         A = schema.agg_payment_segments

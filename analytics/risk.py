@@ -376,8 +376,11 @@ def _why_no_scores(engine: Engine) -> str:
 
 
 def scores_as_of(engine: Engine) -> dt.date | None:
+    """The as-of date of the stored scores (None when there are none)."""
     with engine.connect() as conn:
-        value = conn.execute(select(func.max(S.c.as_of))).scalar()
+        # a refresh replaces every score row with its own as-of date, so one row tells it
+        # (a max scanned the million scores at 10M orders: 1-2 s on a cold page cache)
+        value = conn.execute(select(S.c.as_of).limit(1)).scalar()
     if value is None or isinstance(value, dt.date):
         return value
     return dt.date.fromisoformat(str(value)[:10])
