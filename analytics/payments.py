@@ -20,7 +20,14 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import Engine, Float, case, cast, distinct, func, select
 
-from analytics.filters import facts_meta, purchase_scope, read_frame, require, where_place
+from analytics.filters import (
+    facts_meta,
+    purchase_scope,
+    read_frame,
+    require,
+    scores_as_of,
+    where_place,
+)
 from analytics.results import Result
 from storage import schema
 from storage.geography import ALL, Place
@@ -146,10 +153,7 @@ def _by_segment(
     engine: Engine, scope, paid, multi, facts_place: Place | None  # noqa: ANN001
 ) -> tuple[pd.DataFrame | None, dt.date | None]:
     """Breakdown by RFM segment; from agg_payment_segments when `facts_place` is given."""
-    with engine.connect() as conn:
-        # a refresh replaces every score row with its own as-of date, so one row tells it
-        # (a count and a max scanned the million scores at 10M orders: 2 s on a cold cache)
-        seg_as_of = conn.execute(select(SCO.c.as_of).limit(1)).scalar()
+    seg_as_of = scores_as_of(engine)
     if seg_as_of is None:
         return None, None
     if facts_place is not None:

@@ -54,7 +54,7 @@ from analytics.clv import (
 )
 from analytics.dataset import Dataset
 from analytics.errors import NotAvailable
-from analytics.filters import customer_facts
+from analytics.filters import customer_facts, scores_as_of
 from analytics.model_store import data_fingerprint, load_card, load_model, save_model
 from analytics.periods import end_of_day
 from analytics.results import Result
@@ -373,17 +373,6 @@ def _why_no_scores(engine: Engine) -> str:
     return ("There are no churn probabilities: the supervised churn model could not be trained "
             f"({sup.get('reason')}) and BG/NBD did not converge ({bg.get('reason')}). More "
             "purchase history (customers who come back) is needed.")
-
-
-def scores_as_of(engine: Engine) -> dt.date | None:
-    """The as-of date of the stored scores (None when there are none)."""
-    with engine.connect() as conn:
-        # a refresh replaces every score row with its own as-of date, so one row tells it
-        # (a max scanned the million scores at 10M orders: 1-2 s on a cold page cache)
-        value = conn.execute(select(S.c.as_of).limit(1)).scalar()
-    if value is None or isinstance(value, dt.date):
-        return value
-    return dt.date.fromisoformat(str(value)[:10])
 
 
 def _risk_facts(engine: Engine, risk_filter: RiskFilter) -> pd.DataFrame | None:

@@ -14,6 +14,7 @@ import re
 
 from sqlalchemy import Engine
 
+from analytics.filters import scores_as_of
 from analytics.risk import (
     EXPORT_COLUMNS,
     FORMULA_PREFIXES,
@@ -21,7 +22,6 @@ from analytics.risk import (
     at_risk_query,
     count_at_risk,
     recommended_action,
-    scores_as_of,
 )
 from bot.answers import Answer, Export, Figure, error_answer, fmt_int, fmt_money
 from bot.commands.churn_risk import RiskArgs, horizon_and_high, parse_risk_args, risk_definition
