@@ -63,10 +63,11 @@ def scoped_purchases(as_of: dt.date, place: Place = ALL) -> Select:
 
 def features_ready(engine: Engine, as_of: dt.date) -> bool:
     """Whether `customer_features` holds a refresh made for exactly `as_of`."""
-    F = schema.customer_features
     with engine.connect() as conn:
-        n, lo, hi = conn.execute(select(func.count(), func.min(F.c.as_of), func.max(F.c.as_of))).one()
-    return bool(n) and lo == hi == as_of
+        # a refresh replaces every feature row with its own as-of date, so one row tells it
+        # (a count, min and max scanned the million rows: 1 s on a cold page cache at 10M orders)
+        value = conn.execute(select(schema.customer_features.c.as_of).limit(1)).scalar()
+    return _as_date(value) == as_of
 
 
 CUSTOMER_FACTS_META = "customer_facts"  # meta key: agg_customers was built (with the scores)
@@ -212,6 +213,4 @@ def scores_as_of(engine: Engine) -> dt.date | None:
         # a refresh replaces every score row with its own as-of date, so one row tells it
         # (a count or max scanned the million scores at 10M orders: 1-4 s on a cold page cache)
         value = conn.execute(select(schema.customer_scores.c.as_of).limit(1)).scalar()
-    if value is None or isinstance(value, dt.date):
-        return value
-    return dt.date.fromisoformat(str(value)[:10])
+    return _as_date(value)

@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Engine, Select, and_, func, select
+from sqlalchemy import Engine, Select, and_, case, func, select
 
 from analytics.churn import (
     ChurnModel,
@@ -54,7 +54,7 @@ from analytics.clv import (
 )
 from analytics.dataset import Dataset
 from analytics.errors import NotAvailable
-from analytics.filters import customer_facts, scores_as_of
+from analytics.filters import CUSTOMER_FACTS_META, customer_facts, scores_as_of
 from analytics.model_store import data_fingerprint, load_card, load_model, save_model
 from analytics.periods import end_of_day
 from analytics.results import Result
@@ -333,10 +333,19 @@ class RiskFilter:
             clauses.append(S.c.segment == self.segment)
         return and_(*clauses)
 
-    def risk_clause(self) -> Any:
+    def risk_clause(self, band_index: bool = True) -> Any:
+        """WHERE for the customers at risk. `band_index=False` words the band test so that
+        no index can serve it (`risk_band || ''`): the planner then starts from the place
+        or segment instead of walking the whole band in value order."""
         if self.min_prob is not None:
             return S.c.churn_prob >= self.min_prob
-        return S.c.risk_band == AT_RISK_BAND
+        band = S.c.risk_band if band_index else S.c.risk_band.concat("")
+        return band == AT_RISK_BAND
+
+    @property
+    def narrowed(self) -> bool:
+        """Whether the base is narrower than every scored customer (a place or segment)."""
+        return not self.place.is_all or bool(self.segment)
 
 
 @dataclass(frozen=True, eq=False)
@@ -455,13 +464,43 @@ def at_risk(engine: Engine, risk_filter: RiskFilter = RiskFilter(), *, top: int 
     )
 
 
-def at_risk_query(risk_filter: RiskFilter, limit: int | None = None) -> Select:
-    """The customers at risk, ranked by value at risk (then customer id)."""
+def walk_band_by_value(engine: Engine, risk_filter: RiskFilter, limit: int | None) -> bool:
+    """Whether the at-risk list is read fastest by walking the whole band in value order
+    (index `ix_scores_band_var`) and keeping the rows of the place and segment, rather than
+    by reading every customer of the place or segment and sorting.
+
+    Walking reads about `limit` × band / (the filter's customers at risk) rows, the whole
+    band without a limit; starting from the place reads its customers. The counts come from
+    `agg_customers`. SQLite has no statistics to tell SP (four in ten customers: the top 20
+    are the band's first 50) from AC (one in three thousand: the walk reads the whole band)."""
+    if not risk_filter.narrowed or risk_filter.min_prob is not None:
+        return True
+    if get_meta(engine, CUSTOMER_FACTS_META) is None:
+        return True
+    A = schema.agg_customers
+    in_filter = [A.c[risk_filter.place.kind] == risk_filter.place.value] if not risk_filter.place.is_all else []
+    if risk_filter.segment:
+        in_filter.append(A.c.segment == risk_filter.segment)
+    band = A.c.risk_band == AT_RISK_BAND
+    counts = select(
+        func.sum(case((band, A.c.customers), else_=0)),
+        func.sum(case((and_(*in_filter), A.c.customers), else_=0)),
+        func.sum(case((and_(band, *in_filter), A.c.customers), else_=0)),
+    )
+    with engine.connect() as conn:
+        band_total, base, at_risk_in_filter = (int(v or 0) for v in conn.execute(counts).one())
+    walked = band_total if limit is None else min(band_total, limit * band_total / max(at_risk_in_filter, 1))
+    return walked <= base
+
+
+def at_risk_query(risk_filter: RiskFilter, limit: int | None = None, *, walk_band: bool = True) -> Select:
+    """The customers at risk, ranked by value at risk (then customer id). `walk_band`: see
+    `walk_band_by_value` (the same rows either way)."""
     stmt = (
         select(S.c.customer_id, F.c.state, F.c.region, S.c.segment, F.c.last_purchase, F.c.orders,
                F.c.revenue, S.c.churn_prob, S.c.value_at_risk, S.c.risk_band, S.c.churn_source)
         .select_from(S).join(F, S.c.customer_id == F.c.customer_id)
-        .where(risk_filter.base_clause(), risk_filter.risk_clause())
+        .where(risk_filter.base_clause(), risk_filter.risk_clause(band_index=walk_band))
         .order_by(S.c.value_at_risk.desc().nulls_last(), S.c.customer_id)
     )
     return stmt if limit is None else stmt.limit(limit)
@@ -483,16 +522,18 @@ def _empty_rows() -> pd.DataFrame:
 
 def at_risk_frame(engine: Engine, risk_filter: RiskFilter, limit: int | None = None) -> pd.DataFrame:
     """The ranked at-risk rows (EXPORT_COLUMNS + risk_band, churn_source) as a DataFrame."""
+    stmt = at_risk_query(risk_filter, limit, walk_band=walk_band_by_value(engine, risk_filter, limit))
     with engine.connect() as conn:
-        rows = [tuple(r) for r in conn.execute(at_risk_query(risk_filter, limit))]
+        rows = [tuple(r) for r in conn.execute(stmt)]
     return _rows_frame(rows)
 
 
 def count_at_risk(engine: Engine, risk_filter: RiskFilter) -> int:
     with engine.connect() as conn:
+        # a count reads every row either way: the place's or segment's are fewer than the band's
         return int(conn.execute(
             select(func.count()).select_from(S).join(F, S.c.customer_id == F.c.customer_id)
-            .where(risk_filter.base_clause(), risk_filter.risk_clause())
+            .where(risk_filter.base_clause(), risk_filter.risk_clause(band_index=not risk_filter.narrowed))
         ).scalar())
 
 
@@ -539,8 +580,8 @@ def iter_at_risk_csv(engine: Engine, risk_filter: RiskFilter, limit: int | None 
     writer = csv.writer(buffer, lineterminator="\r\n")  # RFC 4180; also quotes a lone CR
     writer.writerow(EXPORT_COLUMNS)
     with engine.connect() as conn:
-        result = conn.execution_options(stream_results=True, yield_per=chunk_rows).execute(
-            at_risk_query(risk_filter, limit))
+        stmt = at_risk_query(risk_filter, limit, walk_band=walk_band_by_value(engine, risk_filter, limit))
+        result = conn.execution_options(stream_results=True, yield_per=chunk_rows).execute(stmt)
         for partition in result.partitions(chunk_rows):
             for row in partition:
                 writer.writerow(_csv_row(tuple(row)))

@@ -188,6 +188,10 @@ customer_scores = Table(
     Index("ix_scores_segment", "segment"),
     Index("ix_scores_var", "value_at_risk"),
 )
+# the at-risk list of a big place or segment, read in value order: its top rows are the
+# index's first (`analytics.risk.at_risk_query`), without sorting the band
+Index("ix_scores_band_var", customer_scores.c.risk_band,
+      customer_scores.c.value_at_risk.desc(), customer_scores.c.customer_id)
 
 segment_snapshots = Table(
     "segment_snapshots",

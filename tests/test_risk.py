@@ -381,3 +381,39 @@ def test_customer_facts_in_memory_equal_the_query(scored: Engine) -> None:
     for col in ("revenue", "value_at_risk", "clv"):
         assert (a[col].isna() == b[col].isna()).all(), col
         assert a[col].fillna(0).to_numpy() == pytest.approx(b[col].fillna(0).to_numpy(), rel=1e-9), col
+
+
+def test_at_risk_list_read_either_way_gives_the_same_rows(store: Engine) -> None:
+    """The ranked list read by walking the band in value order or from the place's (or
+    segment's) customers is the same list, on both dialects; the walk is chosen for the
+    whole base and a place with many customers at risk, not for one with few."""
+    shop = synthetic_shop(customers=300, seed=5)
+    shop["customers"].loc[shop["customers"].index[:8], ["state", "region"]] = ("AC", "Norte")
+    insert(store, shop)
+    refresh(store, AS_OF, scorers=risk.default_scorers(HORIZON, 42), k=2)
+    s = scores(store)
+    high = s[s["risk_band"] == "high"]
+    by_state = high["state"].value_counts()
+    assert 0 < by_state["AC"] < 8 and by_state.iloc[0] > 30
+    big, small = Place("state", by_state.index[0], by_state.index[0]), Place("state", "AC", "Acre (AC)")
+    seg = high["segment"].value_counts().index[0]
+    for f in (RiskFilter(), RiskFilter(big), RiskFilter(small), RiskFilter(segment=seg),
+              RiskFilter(big, seg), RiskFilter(small, min_prob=0.2)):
+        want = s[s["churn_prob"] >= 0.2] if f.min_prob is not None else high
+        if not f.place.is_all:
+            want = want[want["state"] == f.place.value]
+        if f.segment:
+            want = want[want["segment"] == f.segment]
+        # by value at risk, largest first, then customer id
+        want_ids = list(want.sort_index().sort_values("value_at_risk", ascending=False, kind="stable").index)
+        for limit in (3, None):
+            with store.connect() as conn:
+                got = {walk: [r[0] for r in conn.execute(risk.at_risk_query(f, limit, walk_band=walk))]
+                       for walk in (True, False)}
+            assert got[True] == got[False] == want_ids[:limit]
+        assert risk.count_at_risk(store, f) == len(want)
+        assert len(risk.at_risk_frame(store, f, limit=4)) == min(4, len(want))
+    assert risk.walk_band_by_value(store, RiskFilter(), 3) and risk.walk_band_by_value(store, RiskFilter(), None)
+    assert risk.walk_band_by_value(store, RiskFilter(big), 1)
+    assert not risk.walk_band_by_value(store, RiskFilter(small), 3)
+    assert not risk.walk_band_by_value(store, RiskFilter(small), None)

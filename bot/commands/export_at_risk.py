@@ -22,6 +22,7 @@ from analytics.risk import (
     at_risk_query,
     count_at_risk,
     recommended_action,
+    walk_band_by_value,
 )
 from bot.answers import Answer, Export, Figure, error_answer, fmt_int, fmt_money
 from bot.commands.churn_risk import RiskArgs, horizon_and_high, parse_risk_args, risk_definition
@@ -74,7 +75,7 @@ def at_risk_csv(engine: Engine, risk_filter: RiskFilter, limit: int,
     One ranked query, read raw from the driver (no per-cell type conversion) in chunks;
     each chunk's cells are formatted column by column and written with one `writerows`.
     """
-    stmt = at_risk_query(risk_filter, limit)
+    stmt = at_risk_query(risk_filter, limit, walk_band=walk_band_by_value(engine, risk_filter, limit))
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow(EXPORT_COLUMNS)
