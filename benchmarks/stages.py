@@ -20,10 +20,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-
 RESULT_TAG = "BENCH_RESULT "
 
 
@@ -485,6 +481,11 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     stage, params = argv[0], json.loads(argv[1])
     os.environ.setdefault("MPLBACKEND", "Agg")
+    # imported here, not at the top: the store's reader processes import this module (the
+    # main module of the process that spawns them) and do not draw
+    import matplotlib
+
+    matplotlib.use("Agg")
     _emit(STAGES[stage](params))
     return 0
 
