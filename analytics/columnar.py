@@ -9,9 +9,13 @@ than the analysis itself. So:
   descriptor drops the other's locks), which ends in "disk I/O error" or worse for the
   store's own connections. Without the driver, the DB-API cursor's rows are turned
   into Arrow column by column (slower, same result);
-- PostgreSQL: `COPY (SELECT …) TO STDOUT (FORMAT csv)` parsed by Arrow's C++ CSV reader
+- PostgreSQL: the ADBC PostgreSQL driver (`adbc-driver-postgresql`) reads the query's
+  `COPY … (FORMAT binary)` straight into Arrow in C, on a thread (the driver lets go of
+  the GIL): the server sends binary values instead of formatting text, and nothing is
+  parsed. Without the driver, or when it fails (an option of the URL libpq does not
+  take, say), `COPY (SELECT …) TO STDOUT (FORMAT csv)` parsed by Arrow's C++ CSV reader
   (floats as float8 text, which PostgreSQL writes with exact round trip).
-Timestamps are read as text and parsed by Arrow. Rows come in no particular order.
+On SQLite timestamps are read as text and parsed by Arrow. Rows come in no particular order.
 
 A read can also look its key column up in the key strings of an earlier read
 (`SharedKeys`, e.g. the order_id of every order): the helper process does the lookup once
@@ -62,6 +66,10 @@ try:  # optional: the fast path on SQLite
     import adbc_driver_sqlite as _adbc
 except ImportError:  # pragma: no cover - depends on the installation
     _adbc = None
+try:  # optional: the fast path on PostgreSQL
+    import adbc_driver_postgresql.dbapi as _adbc_pg
+except ImportError:  # pragma: no cover - depends on the installation
+    _adbc_pg = None
 
 # Below this many rows the DB-API read is quicker than starting the helper process.
 ADBC_MIN_ROWS = 200_000
@@ -398,6 +406,9 @@ def _postgres(engine: Engine, table: str, cols: Sequence[Col], where: str, param
     sql = f'SELECT {select_list} FROM "{table}"' + (f" WHERE {where}" if where else "")
     # COPY takes no parameters: render them as literals
     rendered = re.sub(r"(?<!:):([A-Za-z_]\w*)", lambda m: _pg_literal(params[m.group(1)]), sql)
+    fast = _postgres_adbc(engine, rendered, schema)
+    if fast is not None:
+        return fast
     with engine.connect() as conn:
         raw = conn.connection.driver_connection
         buf = io.BytesIO()
@@ -405,6 +416,22 @@ def _postgres(engine: Engine, table: str, cols: Sequence[Col], where: str, param
             for block in copy:
                 buf.write(block)
     return _parse_bytes(buf.getvalue(), schema)
+
+
+def _postgres_adbc(engine: Engine, sql: str, schema: pa.Schema) -> pa.Table | None:
+    """`sql`'s rows read with the ADBC PostgreSQL driver, conformed to `schema`; None
+    without the driver or when it fails (the caller then takes the COPY text path)."""
+    if _adbc_pg is None:
+        return None
+    uri = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    try:
+        with _adbc_pg.connect(uri) as conn, conn.cursor() as cur:
+            cur.execute(sql)
+            table = cur.fetch_arrow_table()
+        # int4 columns (a CASE, say) widen to int64; the drivers' field metadata goes
+        return conform([table.column(i) for i in range(table.num_columns)], schema)
+    except (_adbc_pg.Error, pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
 
 
 def _pg_literal(value: object) -> str:
