@@ -65,7 +65,7 @@ def features_ready(engine: Engine, as_of: dt.date) -> bool:
     """Whether `customer_features` holds a refresh made for exactly `as_of`."""
     with engine.connect() as conn:
         # a refresh replaces every feature row with its own as-of date, so one row tells it
-        # (a count, min and max scanned the million rows: 1 s on a cold page cache at 10M orders)
+        # (a count, min and max scanned the million rows: 0.3 s on a cold page cache at 10M orders)
         value = conn.execute(select(schema.customer_features.c.as_of).limit(1)).scalar()
     return _as_date(value) == as_of
 

@@ -471,8 +471,9 @@ def walk_band_by_value(engine: Engine, risk_filter: RiskFilter, limit: int | Non
 
     Walking reads about `limit` × band / (the filter's customers at risk) rows, the whole
     band without a limit; starting from the place reads its customers. The counts come from
-    `agg_customers`. SQLite has no statistics to tell SP (four in ten customers: the top 20
-    are the band's first 50) from AC (one in three thousand: the walk reads the whole band)."""
+    `agg_customers`. SQLite has no statistics to tell SP (four in ten customers at risk: the
+    top 20 are the band's first 50 rows) from AC (one in fifteen hundred: the walk would
+    read the whole band)."""
     if not risk_filter.narrowed or risk_filter.min_prob is not None:
         return True
     if get_meta(engine, CUSTOMER_FACTS_META) is None:
