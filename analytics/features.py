@@ -30,6 +30,7 @@ import pandas as pd
 from sqlalchemy import Engine
 
 from analytics.dataset import DAY_US, NAT, Dataset, read_dataset, to_micros
+from analytics.groups import run_starts
 from analytics.periods import end_of_day
 from storage import schema
 
@@ -158,8 +159,7 @@ def _item_features(data: Dataset, row_cust: np.ndarray, n: int) -> tuple[np.ndar
     most = np.zeros(n, dtype=count.dtype)
     np.maximum.at(most, c, count)
     best = np.flatnonzero(count == most[c])
-    owner = c[best]
-    best = best[np.r_[True, owner[1:] != owner[:-1]]] if len(best) else best
+    best = best[run_starts(c[best])]
     top_category = np.full(n, None, dtype=object)
     top_category[c[best]] = data.category_names[kk[best]]
     return items, categories, top_category
