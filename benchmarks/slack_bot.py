@@ -71,13 +71,21 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings(database_url=params["url"], slack_api_url=params["api_url"],
                         slack_bot_token=params["token"], slack_signing_secret=params["secret"])
     engine = open_store(params["url"])
-    app = create_app(settings, engine, workers=int(params.get("workers", 16)))
+    app = create_app(settings, engine, workers=int(params.get("workers", 16)),
+                     **({"answer_processes": int(params["answer_processes"])}
+                        if "answer_processes" in params else {}))
     app.replier.answers.enabled = bool(params.get("cache", True))
+    if app.replier.answers.processes is not None:  # as in a bot that has been up a while
+        app.replier.answers.processes.wait_ready()
     server = make_http_server(app, "127.0.0.1", 0, engine=engine)
     thread = threading.Thread(target=server.run, name="waitress", daemon=True)
     thread.start()
     print(f"PORT {server.effective_port}", flush=True)
     sys.stdin.read()
+    # emptied and woken, the serving loop returns before its sockets close under it
+    server._map.clear()
+    server.pull_trigger()
+    thread.join(timeout=5)
     server.close()
     app.replier.shutdown(wait=False)
     engine.dispose()

@@ -29,7 +29,7 @@ import zipfile
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -39,6 +39,9 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from bot.answers import Answer, Button, Chart, Export, Figure, Table
 from bot.router import CommandContext, Requester, Router, _data_version, _known_places
 from storage import schema
+
+if TYPE_CHECKING:
+    from bot.answer_processes import AnswerProcesses
 
 log = logging.getLogger(__name__)
 
@@ -266,6 +269,8 @@ class AnswerCache:
         self._lock = threading.Lock()
         self._flights: dict[str, threading.Lock] = {}
         self.enabled = _ensure_table(self.engine)
+        # where misses are computed off this process (bot/answer_processes.py), if anywhere
+        self.processes: AnswerProcesses | None = None
 
     # --- keys ----------------------------------------------------------------------------
 
@@ -378,7 +383,11 @@ class AnswerCache:
     def _compute(self, key: CacheKey, text: str, requester: Requester | None) -> Answer:
         with _render_slots:
             started = time.perf_counter()
-            answer = self.router.handle(text, requester)
+            command = self.router.resolve(text)[1]
+            answer = (self.processes.compute(command, text)
+                      if self.processes is not None and command is not None else None)
+            if answer is None:
+                answer = self.router.handle(text, requester)
             render_ms = int((time.perf_counter() - started) * 1000)
         self.store(key, answer, render_ms)
         return answer

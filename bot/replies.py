@@ -21,6 +21,7 @@ from typing import Any
 from slack_sdk import WebClient
 
 from bot.answer_cache import AnswerCache
+from bot.answer_processes import AnswerProcesses
 from bot.answers import Answer
 from bot.blocks import answer_blocks, fallback_text, note_blocks
 from bot.router import Requester, Router
@@ -55,9 +56,14 @@ class Replier:
     """Runs command texts through the router on a worker pool and posts the answers."""
 
     def __init__(self, router: Router, settings: Settings, *, workers: int = 16,
-                 reply_workers: int = 4):
+                 reply_workers: int = 4, answer_processes: int = 0):
         self.router = router
         self.answers = AnswerCache(router)
+        if answer_processes > 0:  # answers not pre-rendered are computed off this process
+            processes = AnswerProcesses(router.engine, settings, answer_processes)
+            if processes.usable:
+                self.answers.processes = processes
+                processes.start()
         self.settings = settings
         # Two pools: a few threads post pre-rendered answers (more would only fight over the
         # GIL with the threads acknowledging Slack); anything to compute goes to `pool`.
@@ -150,6 +156,8 @@ class Replier:
     def shutdown(self, wait: bool = True) -> None:
         self.replies.shutdown(wait=wait)
         self.pool.shutdown(wait=wait)
+        if self.answers.processes is not None:
+            self.answers.processes.shutdown(wait=wait)
 
     # --- deciding and posting -------------------------------------------------------------
 

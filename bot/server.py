@@ -119,16 +119,22 @@ def run(settings: Settings, engine: Engine) -> bool:
             raise SettingsError("SLACK_APP_TOKEN is set but SLACK_BOT_TOKEN is not; "
                                 "Socket Mode needs both (xapp-… and xoxb-…).")
         app = create_app(settings, engine)
-        with scheduled_jobs(settings, engine, app), answer_warming(settings, engine):
-            serve_socket_mode(app, app_token)
+        try:
+            with scheduled_jobs(settings, engine, app), answer_warming(settings, engine):
+                serve_socket_mode(app, app_token)
+        finally:
+            app.replier.shutdown(wait=False)  # its answer processes stop with it
         return True
     missing = [n for n, v in (("SLACK_BOT_TOKEN", bot), ("SLACK_SIGNING_SECRET", secret)) if not v]
     if missing:
         raise SettingsError(f"{' and '.join(missing)} not set; HTTP mode needs SLACK_BOT_TOKEN and "
                             "SLACK_SIGNING_SECRET (or SLACK_APP_TOKEN for Socket Mode).")
     app = create_app(settings, engine)
-    with scheduled_jobs(settings, engine, app), answer_warming(settings, engine):
-        serve_http(app, settings.slack_host, settings.slack_port, engine=engine)
+    try:
+        with scheduled_jobs(settings, engine, app), answer_warming(settings, engine):
+            serve_http(app, settings.slack_host, settings.slack_port, engine=engine)
+    finally:
+        app.replier.shutdown(wait=False)
     return True
 
 

@@ -30,7 +30,7 @@ from typing import Any
 import pandas as pd
 import pytest
 from slack_emulator import RESPONSE_URL, UPLOAD, SlackEmulator, validate_blocks
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, delete, select
 
 from bot.answers import Answer, Button, Chart, Export, Figure, Table
 from bot.app import create_app
@@ -38,6 +38,7 @@ from bot.blocks import ACTION_PREFIX, MAX_BLOCKS
 from bot.router import Command, Requester, Router
 from bot.server import make_http_server
 from bot.settings import Settings, SettingsError
+from storage import schema
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "xoxb-e2e-0000000000-1111111111-abcdefGHIJKLmnopqrstuvwx"
@@ -618,6 +619,29 @@ def test_a_pre_rendered_answer_reaches_slack_as_the_router_computes_it(
     assert shown == {f.label: f.value for f in expected.figures}
     assert [u.content for u in uploads] == [c.png for c in expected.charts]
     assert uploads[0].thread_ts == message.ts
+
+
+def test_an_answer_not_pre_rendered_is_computed_by_a_worker_process(
+        served: Served, emu: SlackEmulator) -> None:
+    # computed off the Slack process (bot/answer_processes.py), then shown as the router
+    # computes it, and kept for the next asker
+    _needs(served, "delivery")
+    cache, processes = served.app.replier.answers, served.app.replier.answers.processes
+    assert processes is not None and processes.usable
+    text = "/delivery nordeste"
+    key = cache.key_for(text)
+    with served.engine.begin() as conn:
+        conn.execute(delete(schema.answer_cache).where(schema.answer_cache.c.cache_key == key.key))
+    cache._memory.clear()
+    before = processes.answered
+    expected = _router_answer(served, text)
+    reply, _ = slash(served, emu, "/delivery", "nordeste")
+    assert reply.status == 200 and reply.seconds < ACK_LIMIT
+    message = wait(emu, lambda: emu.messages(GENERAL), timeout=60)[0]
+    shown = {unescape(k): unescape(v) for k, v in figures_in(message.blocks).items()}
+    assert shown == {f.label: f.value for f in expected.figures}
+    assert processes.answered == before + 1
+    assert cache.contains(key)
 
 
 def test_slow_answers_do_not_delay_acks_or_other_answers(served: Served, emu: SlackEmulator) -> None:
