@@ -154,7 +154,7 @@ class AnswerProcesses:
                     self._closed = self._restarts > MAX_RESTARTS
             log.warning("an answer process stopped; %s", "answering on threads from now on"
                         if self._closed else "starting them again")
-            pool.shutdown(wait=False, cancel_futures=True)
+            pool.shutdown(wait=True, cancel_futures=True)  # its workers are gone: quick
         except Exception:  # noqa: BLE001 - e.g. an answer that does not pickle: computed here
             log.exception("an answer process could not answer %r; answering on this thread", text)
         else:
@@ -171,9 +171,12 @@ class AnswerProcesses:
                     initializer=_start_worker, initargs=(self.url, self.settings))
             return self._pool
 
-    def shutdown(self, wait: bool = True) -> None:
+    def shutdown(self) -> None:
+        """Stop the workers: answers not started are cancelled, the running ones finish."""
         with self._lock:
             self._closed = True
             pool, self._pool = self._pool, None
         if pool is not None:
-            pool.shutdown(wait=wait, cancel_futures=True)
+            # waited for even when the caller does not wait for its threads: a pool left to
+            # stop on its own fails at interpreter exit (its wake-up pipe already closed)
+            pool.shutdown(wait=True, cancel_futures=True)

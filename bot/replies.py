@@ -157,7 +157,7 @@ class Replier:
         self.replies.shutdown(wait=wait)
         self.pool.shutdown(wait=wait)
         if self.answers.processes is not None:
-            self.answers.processes.shutdown(wait=wait)
+            self.answers.processes.shutdown()
 
     # --- deciding and posting -------------------------------------------------------------
 

@@ -9,6 +9,7 @@ import signal
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, create_engine, delete
@@ -111,3 +112,26 @@ def test_what_workers_cannot_answer_is_left_to_the_caller(processes: AnswerProce
     assert not AnswerProcesses(memory, settings).usable
     assert AnswerProcesses(memory, settings).compute(_command(router, "/kpis"), "/kpis") is None
     memory.dispose()
+
+
+def test_a_process_that_stops_its_workers_exits_cleanly(sample_engine: Engine) -> None:
+    import subprocess
+
+    script = (
+        "from sqlalchemy import create_engine\n"
+        "from bot.answer_processes import AnswerProcesses\n"
+        "from bot.router import Router\n"
+        "from bot.settings import Settings\n"
+        "if __name__ == '__main__':\n"
+        f"    engine = create_engine({store_url(sample_engine)!r})\n"
+        "    pool = AnswerProcesses(engine, Settings())\n"
+        "    pool.start()\n"
+        "    command = Router(engine, Settings()).resolve('/kpis')[1]\n"
+        "    assert pool.compute(command, '/kpis') is not None\n"
+        "    pool.shutdown()\n"
+        "    print('stopped')\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=180,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "stopped"
+    assert "Traceback" not in done.stderr and "Exception ignored" not in done.stderr, done.stderr[-2000:]
