@@ -485,8 +485,10 @@ class Warmer:
     whenever the data version changes (a refresh by the scheduler, the CLI, another bot)."""
 
     def __init__(self, engine: Engine, settings: Any, *, scope: str = "all",
-                 interval_s: float = 60.0, texts: list[str] | None = None):
+                 interval_s: float = 60.0, texts: list[str] | None = None,
+                 processes: AnswerProcesses | None = None):
         self.cache = AnswerCache(Router(engine, settings))
+        self.cache.processes = processes  # the bot's answer processes render, when it has them
         self.scope = scope
         self.texts = texts
         self.interval_s = interval_s

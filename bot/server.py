@@ -120,7 +120,7 @@ def run(settings: Settings, engine: Engine) -> bool:
                                 "Socket Mode needs both (xapp-… and xoxb-…).")
         app = create_app(settings, engine)
         try:
-            with scheduled_jobs(settings, engine, app), answer_warming(settings, engine):
+            with scheduled_jobs(settings, engine, app), answer_warming(settings, engine, app):
                 serve_socket_mode(app, app_token)
         finally:
             app.replier.shutdown(wait=False)  # its answer processes stop with it
@@ -131,7 +131,7 @@ def run(settings: Settings, engine: Engine) -> bool:
                             "SLACK_SIGNING_SECRET (or SLACK_APP_TOKEN for Socket Mode).")
     app = create_app(settings, engine)
     try:
-        with scheduled_jobs(settings, engine, app), answer_warming(settings, engine):
+        with scheduled_jobs(settings, engine, app), answer_warming(settings, engine, app):
             serve_http(app, settings.slack_host, settings.slack_port, engine=engine)
     finally:
         app.replier.shutdown(wait=False)
@@ -151,11 +151,13 @@ def scheduled_jobs(settings: Settings, engine: Engine, app: App) -> Iterator[Any
 
 
 @contextmanager
-def answer_warming(settings: Settings, engine: Engine) -> Iterator[Any]:
-    """Commands' answers pre-rendered in the background whenever the data changes."""
+def answer_warming(settings: Settings, engine: Engine, app: App | None = None) -> Iterator[Any]:
+    """Commands' answers pre-rendered in the background whenever the data changes (by the
+    app's answer processes when it has them)."""
     from bot.answer_cache import Warmer
 
-    warmer = Warmer(engine, settings).start()
+    processes = app.replier.answers.processes if app is not None else None
+    warmer = Warmer(engine, settings, processes=processes).start()
     try:
         yield warmer
     finally:

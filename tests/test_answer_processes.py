@@ -135,3 +135,21 @@ def test_a_process_that_stops_its_workers_exits_cleanly(sample_engine: Engine) -
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "stopped"
     assert "Traceback" not in done.stderr and "Exception ignored" not in done.stderr, done.stderr[-2000:]
+
+
+def test_the_warmer_renders_with_the_bots_processes(processes: AnswerProcesses, sample_engine: Engine,
+                                                    settings: Settings) -> None:
+    from bot.answer_cache import Warmer
+
+    texts = ["/cohorts", "/payments SP"]
+    warmer = Warmer(sample_engine, settings, texts=texts, processes=processes)
+    keys = [warmer.cache.key_for(t) for t in texts]
+    with sample_engine.begin() as conn:
+        conn.execute(delete(schema.answer_cache).where(schema.answer_cache.c.cache_key.in_([k.key for k in keys])))
+    before = processes.answered
+    report = warmer.check()
+    assert report is not None and report.rendered == len(texts)
+    assert processes.answered == before + len(texts)
+    router = Router(sample_engine, settings)
+    for text, key in zip(texts, keys, strict=True):
+        assert same_answer(warmer.cache.lookup(key), router.handle(text))
