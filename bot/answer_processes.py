@@ -104,7 +104,8 @@ class AnswerProcesses:
         return self.url is not None and self.processes > 0 and not self._closed
 
     def start(self) -> list[Future]:
-        """Start every worker now; the futures are done when each has its router."""
+        """Start the workers now, from a thread at their priority (`wait_ready` waits for
+        them); the futures of the calls that made them start."""
         if not self.usable:
             return []
         started: list[Future] = []
