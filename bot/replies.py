@@ -14,7 +14,9 @@ import logging
 import threading
 import uuid
 from collections import OrderedDict
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +31,42 @@ from bot.settings import Settings
 from bot.slack_io import CHANNEL_REFUSALS, api_error, post_response, upload_files
 
 log = logging.getLogger(__name__)
+
+
+class AcksFirst:
+    """Slack requests being acknowledged: answer work waits until none is (at most
+    `max_wait` seconds), so that a burst of commands is acknowledged before this process
+    spends its interpreter lock on looking up and posting their answers."""
+
+    def __init__(self, max_wait: float = 0.05):
+        self.max_wait = max_wait
+        self._cond = threading.Condition()
+        self._in_flight = 0
+        self.handled = 0  # requests seen
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    @contextmanager
+    def request(self) -> Iterator[None]:
+        """Around the handling of one Slack request."""
+        with self._cond:
+            self._in_flight += 1
+            self.handled += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._in_flight -= 1
+                if not self._in_flight:
+                    self._cond.notify_all()
+
+    def wait(self) -> None:
+        """Until no request is being handled, or `max_wait` seconds."""
+        if self.max_wait > 0:
+            with self._cond:
+                self._cond.wait_for(lambda: not self._in_flight, timeout=self.max_wait)
 
 
 @dataclass(frozen=True)
@@ -58,6 +96,7 @@ class Replier:
     def __init__(self, router: Router, settings: Settings, *, workers: int = 16,
                  reply_workers: int = 4, answer_processes: int = 0):
         self.router = router
+        self.acks = AcksFirst()  # the HTTP server (bot/server.py) counts the requests in flight
         self.answers = AnswerCache(router)
         if answer_processes > 0:  # answers not pre-rendered are computed off this process
             processes = AnswerProcesses(router.engine, settings, answer_processes)
@@ -87,6 +126,7 @@ class Replier:
         done.add_done_callback(self._landed)
 
         def route() -> None:
+            self.acks.wait()
             try:
                 cached = self.answers.cached(text)
             except Exception:  # noqa: BLE001 - computing it reports any failure

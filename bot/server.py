@@ -27,6 +27,7 @@ WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 def wsgi_app(app: App, engine: Engine | None = None) -> WsgiApp:
     """POST /slack/events for Slack; GET /healthz answers 200 when the store answers."""
     slack = SlackRequestHandler(app, path=EVENTS_PATH)
+    acks = getattr(getattr(app, "replier", None), "acks", None)  # bot.replies.AcksFirst
 
     def application(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         if environ.get("PATH_INFO") == HEALTH_PATH and environ.get("REQUEST_METHOD") in ("GET", "HEAD"):
@@ -38,7 +39,10 @@ def wsgi_app(app: App, engine: Engine | None = None) -> WsgiApp:
             # Bolt would answer 500 to a non-numeric timestamp; it is simply unauthorised.
             start_response("401 Unauthorized", [("Content-Type", "text/plain; charset=utf-8")])
             return [b""]
-        return slack(environ, start_response)
+        if acks is None:
+            return slack(environ, start_response)
+        with acks.request():
+            return slack(environ, start_response)
 
     return application
 

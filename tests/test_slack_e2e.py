@@ -270,8 +270,11 @@ def all_text(blocks: list[dict[str, Any]]) -> str:
 
 
 def test_help_is_acked_fast_and_answered_ephemerally(served: Served, emu: SlackEmulator) -> None:
+    acks = served.app.replier.acks  # the server counts the request while it is acknowledged
+    handled = acks.handled
     reply, sink = slash(served, emu, "/pulse-help")
     assert reply.status == 200 and reply.seconds < ACK_LIMIT
+    assert acks.handled == handled + 1 and acks.in_flight == 0
     got = response(emu, sink)
     assert got.ok and got.errors == ()
     assert got.response_type == "ephemeral"
