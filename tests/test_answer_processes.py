@@ -47,13 +47,17 @@ def test_workers_give_the_routers_answers(processes: AnswerProcesses, sample_eng
                                           settings: Settings) -> None:
     router = Router(sample_engine, settings)
     before = processes.answered
+    answers = []
     for text in TEXTS:
         got = processes.compute(_command(router, text), text)
         assert got is not None, text
         expected = router.handle(text, Requester("U1", "C1", "slack"))
         assert same_answer(got, expected), text
+        answers.append(got)
     assert processes.answered == before + len(TEXTS)
-    assert any(c.png for t in TEXTS[:3] for c in router.handle(t).charts)  # charts came across too
+    pngs = [c.png for a in answers[:3] for c in a.charts]  # the charts came across too
+    assert pngs and all(p.startswith(b"\x89PNG") for p in pngs)
+    assert answers[-1].is_error  # so did the friendly error about an unknown place
 
 
 def test_workers_start_below_this_process_and_without_secrets(processes: AnswerProcesses) -> None:
