@@ -341,6 +341,17 @@ def _drop_pool() -> None:
         _POOL = None
 
 
+def stop_readers() -> None:
+    """Stop this process's reader processes (started again by the next read that needs them).
+    A multiprocessing child must call it before it ends: such a child waits for its own
+    children at exit without first telling the pool to stop, and would wait for ever."""
+    global _POOL
+    with _POOL_LOCK:
+        pool, _POOL = _POOL, None
+    if pool is not None:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
 # --- staged writes ---------------------------------------------------------------------------
 
 

@@ -25,9 +25,13 @@ when two instances fire the same job.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import logging
+import multiprocessing
+import os
 import threading
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -232,26 +236,64 @@ def run_digest_job(channel: str, place_filter: str, database_url: str) -> str:
     return outcome.line()
 
 
+LAST_REFRESH_PID: int | None = None  # the process the last refresh job ran in (for tests)
+
+
 def run_refresh_job(database_url: str) -> str:
-    """The nightly job: refresh features, scores and today's snapshot; note the risk figures."""
-    from analytics.errors import AnalyticsError
-    from analytics.refresh import refresh
-    from analytics.weekly import record_risk, risk_summary
-    from bot.digest import resolve_digest_place
+    """The nightly job: refresh features, scores and today's snapshot; note the risk figures.
+
+    Run in a process of its own (spawned; the settings go without the Slack secrets): the
+    refresh keeps both cores busy for seconds to minutes, and in the bot's process it would
+    hold the interpreter lock against the threads acknowledging Slack; its memory (9 GB at
+    10M orders) is given back when the process ends. An in-memory store is refreshed here."""
+    global LAST_REFRESH_PID
+    from bot.answer_processes import store_url
 
     rt = runtime(database_url)
-    report = refresh(rt.engine, as_of=rt.settings.as_of_date(), seed=rt.settings.seed,
-                     scorers=default_scorers(rt.settings))
-    for text in {"", *(d.filter for d in rt.settings.digests)}:
-        # No churn scores, or an unknown filter (the digest job reports that): nothing to note.
-        with contextlib.suppress(AnalyticsError, ValueError):
-            record_risk(rt.engine, risk_summary(rt.engine, resolve_digest_place(rt.engine, text)))
+    if store_url(rt.engine) is None:
+        message, LAST_REFRESH_PID = _refresh_here(rt.engine, rt.settings)
+    else:
+        settings = dataclasses.replace(rt.settings, slack_bot_token=None, slack_signing_secret=None,
+                                       slack_app_token=None)
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+            message, LAST_REFRESH_PID = pool.submit(_refresh_in_process, database_url, settings).result()
     # The bot's answer warmer (bot/server.py) pre-renders the answers for the new data now;
     # it runs on its own thread, so this job does not hold the scheduler's pool meanwhile.
     from bot.answer_cache import poke_warmers
 
     poke_warmers()
-    return report.message
+    return message
+
+
+def _refresh_in_process(database_url: str, settings: Settings) -> tuple[str, int]:
+    from analytics.columnar import stop_readers
+    from analytics.snapshot import wait_for_saves
+    from storage.engine import make_engine
+
+    engine = make_engine(database_url)
+    try:
+        done = _refresh_here(engine, settings)
+        wait_for_saves()  # the refresh's snapshot files, before the process ends
+        return done
+    finally:
+        stop_readers()  # else this process would wait for its reader processes when it ends
+        engine.dispose()
+
+
+def _refresh_here(engine: Engine, settings: Settings) -> tuple[str, int]:
+    """Refresh and note the risk figures; (the refresh's message, this process id)."""
+    from analytics.errors import AnalyticsError
+    from analytics.refresh import refresh
+    from analytics.weekly import record_risk, risk_summary
+    from bot.digest import resolve_digest_place
+
+    report = refresh(engine, as_of=settings.as_of_date(), seed=settings.seed,
+                     scorers=default_scorers(settings))
+    for text in {"", *(d.filter for d in settings.digests)}:
+        # No churn scores, or an unknown filter (the digest job reports that): nothing to note.
+        with contextlib.suppress(AnalyticsError, ValueError):
+            record_risk(engine, risk_summary(engine, resolve_digest_place(engine, text)))
+    return report.message, os.getpid()
 
 
 def default_scorers(settings: Settings) -> tuple:

@@ -12,8 +12,10 @@ coalescing and the misfire decisions are APScheduler's. A test moves the clock a
 from __future__ import annotations
 
 import datetime as dt
+import os
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -241,6 +243,9 @@ def test_refresh_job_runs_at_its_time(store, emu, clock) -> None:
     finally:
         scheduler.shutdown()
     assert get_meta(store, "refreshed_at") != before
+    from bot import scheduler as jobs
+
+    assert jobs.LAST_REFRESH_PID not in (None, os.getpid())  # in a process of its own
     assert get_meta(store, "as_of")["date"] == "2018-08-29"
     with store.connect() as conn:  # the churn scorer ran: every customer has a probability
         scored = conn.execute(select(func.count()).where(
@@ -309,3 +314,49 @@ def test_digest_job_with_an_unknown_filter_tells_the_admin(store, emu) -> None:
     assert "posted" in run_digest_job(GENERAL, "sul", url)
     [message] = emu.messages(GENERAL)
     assert "region Sul" in message.blocks[1]["elements"][0]["text"]
+
+
+_CHILD_REFRESH = """
+import multiprocessing, sys
+from concurrent.futures import ProcessPoolExecutor
+
+
+def job(url):
+    from analytics import columnar
+    from bot.scheduler import _refresh_in_process
+    from bot.settings import Settings
+
+    columnar.ADBC_MIN_ROWS = 0  # the sample store read by reader processes, as a big one is
+    return _refresh_in_process(url, Settings(database_url=url))
+
+
+if __name__ == "__main__":
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        message, pid = pool.submit(job, sys.argv[1]).result()
+    print(message)
+"""
+
+
+def test_the_refresh_process_ends_after_using_reader_processes(tmp_path) -> None:
+    # the nightly job's process reads a big store with reader processes of its own; it must
+    # stop them, or it waits for them for ever when it ends (and the job never returns)
+    import subprocess
+    import sys
+
+    from sample_store import sample_store
+
+    from storage.engine import sqlite_file
+
+    engine = sample_store(tmp_path)
+    if engine.dialect.name != "sqlite" or sqlite_file(engine) is None:
+        engine.dispose()
+        pytest.skip("reader processes read SQLite files only")
+    url = engine.url.render_as_string(hide_password=False)
+    engine.dispose()
+    script = tmp_path / "child_refresh.py"
+    script.write_text(_CHILD_REFRESH)
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, str(script), url], capture_output=True, text=True,
+                          timeout=240, cwd=root, env={**os.environ, "PYTHONPATH": str(root)})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.startswith("Scored "), done.stdout
