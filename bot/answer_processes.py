@@ -19,7 +19,6 @@ as before; a dead pool is started again at the next answer, up to `MAX_RESTARTS`
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import multiprocessing
 import os
@@ -31,6 +30,8 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine
+
+from storage.engine import engine_url
 
 if TYPE_CHECKING:  # this module is what a worker imports first: it stays light
     from bot.answers import Answer
@@ -83,7 +84,7 @@ def store_url(engine: Engine) -> str | None:
     url = engine.url
     if url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:"):
         return None
-    return url.render_as_string(hide_password=False)
+    return engine_url(engine)
 
 
 class AnswerProcesses:
@@ -91,8 +92,7 @@ class AnswerProcesses:
 
     def __init__(self, engine: Engine, settings: Settings, processes: int = DEFAULT_PROCESSES):
         self.url = store_url(engine)
-        self.settings = dataclasses.replace(
-            settings, slack_bot_token=None, slack_signing_secret=None, slack_app_token=None)
+        self.settings = settings.without_secrets()
         self.processes = processes
         self._pool: ProcessPoolExecutor | None = None
         self._lock = threading.Lock()

@@ -25,7 +25,6 @@ when two instances fire the same job.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import datetime as dt
 import logging
 import multiprocessing
@@ -45,6 +44,7 @@ from slack_sdk import WebClient
 from sqlalchemy import Engine, inspect
 
 from bot.settings import DigestSchedule, Settings
+from storage.engine import engine_url
 
 log = logging.getLogger(__name__)
 
@@ -95,11 +95,6 @@ def job_specs(settings: Settings, database_url: str) -> list[JobSpec]:
         kwargs={"database_url": database_url}, timezone=tz,
     ))
     return specs
-
-
-def engine_url(engine: Engine) -> str:
-    """The engine's URL as text, password included (the job needs to reconnect)."""
-    return engine.url.render_as_string(hide_password=False)
 
 
 def make_scheduler(settings: Settings, engine: Engine, *,
@@ -253,10 +248,9 @@ def run_refresh_job(database_url: str) -> str:
     if store_url(rt.engine) is None:
         message, LAST_REFRESH_PID = _refresh_here(rt.engine, rt.settings)
     else:
-        settings = dataclasses.replace(rt.settings, slack_bot_token=None, slack_signing_secret=None,
-                                       slack_app_token=None)
         with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-            message, LAST_REFRESH_PID = pool.submit(_refresh_in_process, database_url, settings).result()
+            message, LAST_REFRESH_PID = pool.submit(
+                _refresh_in_process, database_url, rt.settings.without_secrets()).result()
     # The bot's answer warmer (bot/server.py) pre-renders the answers for the new data now;
     # it runs on its own thread, so this job does not hold the scheduler's pool meanwhile.
     from bot.answer_cache import poke_warmers

@@ -10,7 +10,7 @@ import datetime as dt
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -60,6 +60,10 @@ class Settings:
     slack_bot_token: str | None = field(default=None, repr=False)
     slack_signing_secret: str | None = field(default=None, repr=False)
     slack_app_token: str | None = field(default=None, repr=False)
+
+    def without_secrets(self) -> Settings:
+        """These settings with the Slack secrets left out (for a process that needs none)."""
+        return replace(self, slack_bot_token=None, slack_signing_secret=None, slack_app_token=None)
 
     def as_of_date(self) -> dt.date | None:
         """The fixed as-of date, or None when it is `auto`."""

@@ -23,6 +23,11 @@ def normalise_url(url: str) -> str:
     return url
 
 
+def engine_url(engine: Engine) -> str:
+    """The engine's URL as text, password included (for another process to reconnect)."""
+    return engine.url.render_as_string(hide_password=False)
+
+
 def make_engine(url: str = DEFAULT_URL) -> Engine:
     """An Engine for `url`; SQLite connections get WAL, synchronous=NORMAL, mmap and a large cache."""
     url = normalise_url(url)
