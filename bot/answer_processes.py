@@ -25,7 +25,7 @@ import os
 import sys
 import threading
 import time
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import TYPE_CHECKING, Any
 
@@ -104,24 +104,22 @@ class AnswerProcesses:
     def usable(self) -> bool:
         return self.url is not None and self.processes > 0 and not self._closed
 
-    def start(self) -> list[Future]:
-        """Start the workers now, from a thread at their priority (`wait_ready` waits for
-        them); the futures of the calls that made them start."""
+    def start(self) -> None:
+        """Start the workers now, from a thread at their priority (`wait_ready` waits for them)."""
         if not self.usable:
-            return []
-        started: list[Future] = []
+            return
 
         def spawn() -> None:
             if sys.platform.startswith("linux"):
                 _lower_priority()  # this thread only; the workers it spawns inherit it
             pool = self._get_pool()
             if pool is not None:
-                started.extend(pool.submit(_ready) for _ in range(self.processes))
+                for _ in range(self.processes):  # each call no idle worker takes starts one
+                    pool.submit(_ready)
 
         spawner = threading.Thread(target=spawn, name="pulse-answer-spawn")
         spawner.start()
         spawner.join()
-        return started
 
     def wait_ready(self, timeout: float = 60.0) -> set[int]:
         """Wait until every worker has started (or `timeout` ran out); their process ids."""
