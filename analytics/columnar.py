@@ -58,6 +58,7 @@ from analytics.columnar_worker import (
     conform,
     ingest_to_file,
     read_to_file,
+    reader_started,
     with_positions,
 )
 from storage.engine import sqlite_file, unmapped
@@ -275,7 +276,8 @@ def _reader_pool() -> ProcessPoolExecutor:
     with _POOL_LOCK:
         if _POOL is None:
             # spawn, not fork: the bot's threads may hold locks a forked child would inherit
-            _POOL = ProcessPoolExecutor(max_workers=READERS, mp_context=mp.get_context("spawn"))
+            _POOL = ProcessPoolExecutor(max_workers=READERS, mp_context=mp.get_context("spawn"),
+                                        initializer=reader_started)
         return _POOL
 
 

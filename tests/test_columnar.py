@@ -289,3 +289,34 @@ def test_readers_start_for_a_big_store_file_only(tmp_path: Path, monkeypatch: py
     pids = {task.result(timeout=60) for task in started}
     assert len(started) == columnar.READERS and os.getpid() not in pids
     engine.dispose()
+
+
+def test_reader_processes_do_without_pandas(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """pyarrow imports pandas on the first array it builds, only to ask whether values are
+    pandas objects (0.3-0.6 s of CPU per reader process). Readers refuse the import: a whole
+    dataset read through fresh readers (arguments bound, keys looked up, columns coded)
+    leaves pandas unimported there, and still equals the DB-API read."""
+    import importlib
+
+    engine = sample_store(tmp_path)
+    monkeypatch.setattr(columnar, "ADBC_MIN_ROWS", 10**12)
+    slow = _dataset_arrays(engine)
+    monkeypatch.setattr(columnar, "ADBC_MIN_ROWS", 0)
+    monkeypatch.setattr(columnar, "_adbc_result", _counting(columnar._adbc_result, calls := []))
+    columnar.stop_readers()  # the readers of this read start afresh
+    fast = _dataset_arrays(engine)
+    assert len(calls) >= 5, "the reads did not go through the reader processes"
+    for name, value in slow.items():
+        if isinstance(value, np.ndarray):
+            np.testing.assert_array_equal(fast[name], value, err_msg=name)
+        else:
+            assert fast[name] == value, name
+    pool = columnar._reader_pool()
+    # builtins only: a function of this module would make the reader import the module
+    # (and, through it, pandas)
+    loaded = [pool.submit(eval, "'pandas' in __import__('sys').modules") for _ in range(4)]
+    assert [task.result(timeout=60) for task in loaded] == [False] * 4
+    with pytest.raises(ModuleNotFoundError, match="reader processes use no pandas"):
+        pool.submit(importlib.import_module, "pandas").result(timeout=60)
+    columnar.stop_readers()
+    engine.dispose()
