@@ -321,11 +321,10 @@ def _join_notes(*notes: str | None) -> str | None:
 
 
 def _to_png(fig: Figure) -> bytes:
-    engine = fig.get_layout_engine()
-    if isinstance(engine, ConstrainedLayoutEngine):
+    # lay out once here, then no layout engine at all (not even a frozen one's placeholder):
+    # with one, savefig lays the figure out and draws it once more before the PNG's drawing
+    if isinstance(fig.get_layout_engine(), ConstrainedLayoutEngine):
         fig.draw_without_rendering()
-    # no layout engine at all (not even a frozen one's placeholder): savefig would lay out
-    # and draw the figure once more before drawing it into the PNG
     fig.set_layout_engine(None)
     data = b""
     for dpi in (DPI, 100, 80, 64):  # the first almost always fits; the rest are a safety net
@@ -836,8 +835,9 @@ def heatmap(
                   for style in ("full", "compact")]
         # the layout pass that measures the cells is skipped when the text would not fit
         # even if the axes took the whole layout area (weekday × hour: 24 columns)
-        room_w = fig.get_layout_engine().get()["rect"][2] * WIDTH_PX * (8.5 / 9.5 if has_sizes else 1.0)
-        room_h = fig.get_layout_engine().get()["rect"][3] * HEIGHT_PX
+        _, _, rect_w, rect_h = fig.get_layout_engine().get()["rect"]
+        room_w = rect_w * WIDTH_PX * (8.5 / 9.5 if has_sizes else 1.0)
+        room_h = rect_h * HEIGHT_PX
         texts = None
         if any(_cell_font(t, room_w / ncols, room_h / nrows, lines) >= 7 for t in styles):
             fig.draw_without_rendering()  # lay out first: the text is sized to the cells

@@ -39,7 +39,8 @@ def reader_started() -> None:
     """First step of each reader process: pandas becomes unimportable in it. pyarrow
     imports pandas on the first array it builds from Python or NumPy values (binding a
     query's arguments, `pa.table`, `to_numpy`) only to ask whether they are pandas
-    objects: 0.3-0.6 s of CPU per reader, on the critical path of a whole-store read.
+    objects: about 0.3 s of CPU per reader (more from a cold page cache), on the critical
+    path of a whole-store read.
     Readers use no pandas, and pyarrow takes the refused import as "pandas absent"."""
     if "pandas" not in sys.modules and not any(isinstance(f, _NoPandas) for f in sys.meta_path):
         sys.meta_path.insert(0, _NoPandas())

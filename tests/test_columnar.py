@@ -293,7 +293,7 @@ def test_readers_start_for_a_big_store_file_only(tmp_path: Path, monkeypatch: py
 
 def test_reader_processes_do_without_pandas(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """pyarrow imports pandas on the first array it builds, only to ask whether values are
-    pandas objects (0.3-0.6 s of CPU per reader process). Readers refuse the import: a whole
+    pandas objects (about 0.3 s of CPU per reader process). Readers refuse the import: a whole
     dataset read through fresh readers (arguments bound, keys looked up, columns coded)
     leaves pandas unimported there, and still equals the DB-API read."""
     import importlib
