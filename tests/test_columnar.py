@@ -101,6 +101,16 @@ def test_adbc_read_types_columns_from_all_rows(tmp_path: Path, monkeypatch: pyte
     engine.dispose()
 
 
+def _assert_same_dataset(got: dict, expected: dict) -> None:
+    """Every field of two `_dataset_arrays` results is equal."""
+    assert got.keys() == expected.keys()
+    for name, value in expected.items():
+        if isinstance(value, np.ndarray):
+            np.testing.assert_array_equal(got[name], value, err_msg=name)
+        else:
+            assert got[name] == value, name
+
+
 def _dataset_arrays(engine: Engine) -> dict:
     from analytics.dataset import read_dataset
 
@@ -139,12 +149,7 @@ def test_dataset_joins_in_the_readers_equal_the_local_joins(tmp_path: Path, monk
                                             "WHERE order_id IN (SELECT order_id FROM orders)").fetchall()
             pairs = zip(order_id[fast[ord_]], fast[got].tolist(), strict=True)
             assert sorted(pairs) == sorted((o, float(v)) for o, v in expected), table
-    assert fast.keys() == slow.keys()
-    for name, value in slow.items():
-        if isinstance(value, np.ndarray):
-            np.testing.assert_array_equal(fast[name], value, err_msg=name)
-        else:
-            assert fast[name] == value, name
+    _assert_same_dataset(fast, slow)
     engine.dispose()
 
 
@@ -306,11 +311,7 @@ def test_reader_processes_do_without_pandas(tmp_path: Path, monkeypatch: pytest.
     columnar.stop_readers()  # the readers of this read start afresh
     fast = _dataset_arrays(engine)
     assert len(calls) >= 5, "the reads did not go through the reader processes"
-    for name, value in slow.items():
-        if isinstance(value, np.ndarray):
-            np.testing.assert_array_equal(fast[name], value, err_msg=name)
-        else:
-            assert fast[name] == value, name
+    _assert_same_dataset(fast, slow)
     pool = columnar._reader_pool()
     # builtins only: a function of this module would make the reader import the module
     # (and, through it, pandas)
