@@ -35,6 +35,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine
 
+from storage.engine import sqlite_file
 from storage.loaders import olist, online_retail, transactions
 from storage.loaders.context import (
     LoadContext,
@@ -54,6 +55,7 @@ from storage.loaders.sources import (
     read_header,
     single_source,
 )
+from storage.loaders.staged import staged_upserts
 from storage.loaders.transactions import MAPPING_FIELDS
 
 __all__ = [
@@ -199,17 +201,24 @@ def load_path(
     try:
         # the settings are changed and restored outside the transaction (SQLite allows no
         # temp_store change inside one)
-        with engine.connect() as conn, load_pragmas(conn), conn.begin():
-            ctx = LoadContext(conn, run_id, fmt, where, opts, progress)
-            clear_earlier_quarantine(conn, run_id, fmt, where)
-            deferred = defer_indexes(conn)
-            if fmt == "transactions":
-                transactions.load(ctx, path, mapping or {}, opts)
-            else:
-                _MODULES[fmt].load(ctx, path, opts)
-            restore_indexes(conn, deferred)
-            report = ctx.report(time.perf_counter() - started)
-            finish_run(conn, report)
+        with engine.connect() as conn, load_pragmas(conn), staged_upserts(sqlite_file(engine)) as staged:
+            try:
+                with conn.begin():
+                    ctx = LoadContext(conn, run_id, fmt, where, opts, progress)
+                    clear_earlier_quarantine(conn, run_id, fmt, where)
+                    deferred = defer_indexes(conn)
+                    ctx.writer.stage_upserts(staged, deferred)
+                    if fmt == "transactions":
+                        transactions.load(ctx, path, mapping or {}, opts)
+                    else:
+                        _MODULES[fmt].load(ctx, path, opts)
+                    ctx.writer.apply_staged()
+                    restore_indexes(conn, deferred)
+                    report = ctx.report(time.perf_counter() - started)
+                    finish_run(conn, report)
+            finally:
+                if staged is not None:
+                    staged.detach(conn)
     except BaseException as exc:
         message = str(exc) if isinstance(exc, LoadError) else f"{type(exc).__name__}: {exc}"
         fail_run(engine, run_id, message, time.perf_counter() - started)

@@ -1,7 +1,8 @@
 """Bulk upserts of DataFrames into the store, inside the caller's transaction.
 
-SQLite: one `INSERT … ON CONFLICT DO UPDATE` run by the DB-API cursor's executemany; or,
-for a plain insert of rows already staged in a scratch SQLite file
+SQLite: one `INSERT … ON CONFLICT DO UPDATE` run by the DB-API cursor's executemany, or
+during a load gathered in scratch files and applied in key order at its end
+(`storage.loaders.staged`); or, for a plain insert of rows already staged in a scratch SQLite file
 (`analytics.columnar.start_staging`, from `sqlite_arrow`), one `INSERT … SELECT` from it.
 PostgreSQL: COPY (CSV) into a temporary staging table, then one
 `INSERT … SELECT … ON CONFLICT DO UPDATE`. Both run on the connection the caller
@@ -10,7 +11,7 @@ opened with `engine.begin()`, so a failed load rolls every write back.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 
@@ -19,7 +20,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
-from sqlalchemy import Connection, Date, DateTime, Float, Integer, Table
+from sqlalchemy import Connection, Date, DateTime, Float, Index, Integer, Table
+from sqlalchemy.schema import CreateIndex
+
+from storage.loaders.staged import Segment, StagedUpserts
 
 # Per-column SQL for ON CONFLICT DO UPDATE; "{t}" is the target table, "{c}" the column.
 KEEP_EARLIEST = (
@@ -120,31 +124,87 @@ class BulkWriter:
         self.dialect = conn.dialect.name
         self._staged: set[str] = set()
         self._worker: ThreadPoolExecutor | None = None
-        self._pending: Future | None = None
+        self._scratch: ThreadPoolExecutor | None = None
+        self._pending: list[Future] = []  # on the writer thread, in order
+        self._scratch_pending: Future | None = None
         self._attached: list[str] = []
+        self._staged_upserts: StagedUpserts | None = None
+        self._deferred: list[Index] = []
+
+    def stage_upserts(self, staged: StagedUpserts | None, deferred: list[Index] = ()) -> None:
+        """From now on, gather SQLite upserts in `staged` (see `storage.loaders.staged`)
+        until `finish_table` or `apply_staged`; None: upsert chunk by chunk. `deferred`:
+        indexes dropped for the load, built by `finish_table` once their table has its rows."""
+        self._staged_upserts = staged if self.dialect == "sqlite" else None
+        self._deferred = list(deferred) if self._staged_upserts is not None else []
+
+    def finish_table(self, table: Table) -> None:
+        """`table` gets no more rows in this load: its staged rows, and the indexes deferred
+        for it, are written now; within `overlapped`, on the writer thread, beside the
+        caller's work on the next table."""
+        if self._staged_upserts is None:
+            return
+        indexes = [i for i in self._deferred if i.table is table]
+        self._deferred = [i for i in self._deferred if i.table is not table]
+        builds = [str(CreateIndex(i, if_not_exists=True).compile(dialect=self.conn.dialect)) for i in indexes]
+        self._apply(self._staged_upserts.close(table.name), builds)
+
+    def apply_staged(self) -> None:
+        """Write every upsert still gathered into its table (inside the transaction), and
+        wait until that is done."""
+        if self._staged_upserts is not None:
+            self._apply(self._staged_upserts.close(), [])
+            self._wait()
+
+    def _apply(self, segments: list[Segment], builds: list[str]) -> None:
+        if not segments and not builds:
+            return
+        self._wait_scratch()  # their last rows are in their files
+        staged, raw = self._staged_upserts, self._raw()
+
+        def work() -> None:
+            staged.apply(raw, segments)
+            for sql in builds:
+                raw.execute(sql)
+
+        if self._worker is not None:
+            self._pending.append(self._worker.submit(work))  # queued: it holds no rows in memory
+        else:
+            work()
 
     @contextmanager
     def overlapped(self) -> Iterator[None]:
         """Within this block, SQLite statements run on a helper thread while the caller
-        prepares the next batch (sqlite3 releases the GIL while SQLite works). One batch
-        at most waits, in order, on the same connection; its error surfaces at the next
-        write or at the end of the block."""
+        prepares the next batch (sqlite3 releases the GIL while SQLite works), and staged
+        rows are appended to their scratch files on another. One batch of rows at most
+        waits on each, in order; an error surfaces at the next write or at the end of the
+        block."""
         if self.dialect != "sqlite" or self._worker is not None:
             yield
             return
         self._worker = ThreadPoolExecutor(1, thread_name_prefix="pulse-writer")
+        self._scratch = ThreadPoolExecutor(1, thread_name_prefix="pulse-scratch")
         try:
             yield
             self._wait()
         finally:
-            worker, self._worker = self._worker, None
-            worker.shutdown(wait=True)  # a batch still running ends before the rollback
-            self._pending = None
+            for attr in ("_scratch", "_worker"):
+                pool = getattr(self, attr)
+                setattr(self, attr, None)
+                pool.shutdown(wait=True)  # work still running ends before the rollback
+            self._pending, self._scratch_pending = [], None
 
-    def _wait(self) -> None:
-        pending, self._pending = self._pending, None
+    def _wait_scratch(self) -> None:
+        pending, self._scratch_pending = self._scratch_pending, None
         if pending is not None:
             pending.result()
+
+    def _wait(self) -> None:
+        """Until every write handed to the helper threads has been done."""
+        self._wait_scratch()
+        pending, self._pending = self._pending, []
+        for future in pending:
+            future.result()
 
     def _raw(self):  # noqa: ANN202 - DB-API connection
         return self.conn.connection.driver_connection
@@ -172,6 +232,8 @@ class BulkWriter:
         )
         collist = ", ".join(map(_q, cols))
         if self.dialect == "sqlite":
+            if self._stage_upsert(table, frame, pk, conflict):
+                return len(frame)
             sql = f"INSERT INTO {_q(table.name)} ({collist}) VALUES ({', '.join('?' * len(cols))}){conflict}"
             # rows in key order fill the B-trees sequentially (about twice as fast as random order)
             ordered = _sorted(frame, pk)
@@ -184,6 +246,29 @@ class BulkWriter:
                 f"INSERT INTO {_q(table.name)} ({collist}) SELECT {collist} FROM {_q(stage)}{conflict}"
             )
         return len(frame)
+
+    def _stage_upsert(self, table: Table, frame: pd.DataFrame, pk: list[str], conflict: str) -> bool:
+        """Hand `frame` to the staged upserts, if they are on and can take it; False when
+        it must be written now (after what was staged for its table, to keep their order)."""
+        staged = self._staged_upserts
+        if staged is None:
+            return False
+        columns = set(frame.columns)
+        try:
+            rows = sqlite_arrow(table, frame) if staged.can_take(table.name, columns, conflict) else None
+        except (TypeError, pa.ArrowException):
+            rows = None
+        if rows is None or not staged.matches(table.name, columns, conflict):
+            self._apply(staged.close(table.name), [])
+            if rows is None:
+                return False
+        seg = staged.segment(table.name, tuple(pk), conflict, rows.column_names)
+        if self._scratch is not None:
+            self._wait_scratch()
+            self._scratch_pending = self._scratch.submit(staged.append, seg, rows)
+        else:
+            staged.append(seg, rows)
+        return True
 
     def insert(self, table: Table, frame: pd.DataFrame) -> int:
         """Plain insert (no key conflicts expected); returns the rows written."""
@@ -227,11 +312,16 @@ class BulkWriter:
     # --- SQLite ------------------------------------------------------------------------
 
     def _executemany(self, sql: str, rows: list[tuple]) -> None:
+        self._submit(self._run, sql, rows)
+
+    def _submit(self, work: Callable[..., None], *args: object) -> None:
+        """Run `work(*args)` on the writer thread when overlapped (after what was handed to
+        the helper threads before it), else now."""
         if self._worker is not None:
             self._wait()
-            self._pending = self._worker.submit(self._run, sql, rows)
+            self._pending.append(self._worker.submit(work, *args))
         else:
-            self._run(sql, rows)
+            work(*args)
 
     def _run(self, sql: str, rows: list[tuple]) -> None:
         cur = self._raw().cursor()

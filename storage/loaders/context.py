@@ -23,6 +23,7 @@ Progress = Callable[[int, int | None], None]
 # Column sizes PostgreSQL enforces (VARCHAR(n)); longer keys are quarantined.
 KEY_LIMIT = 64
 LOAD_CACHE_KIB = 64 * 1024  # SQLite page cache during a load (at most)
+SORT_THREADS = 2
 
 
 @dataclass
@@ -55,6 +56,10 @@ class LoadContext:
         (default: all rows of the frame)."""
         self.writer.upsert(table, frame, merge)
         self.tables[table.name] = self.tables.get(table.name, 0) + (len(frame) if distinct is None else distinct)
+
+    def finish(self, table: Table) -> None:
+        """`table` gets no more rows in this load (its staged rows can be written now)."""
+        self.writer.finish_table(table)
 
     def count(self, name: str, n: int) -> None:
         self.counts[name] = self.counts.get(name, 0) + int(n)
@@ -165,16 +170,20 @@ def load_pragmas(conn: Connection) -> Iterator[None]:
       cache still serves the pages);
     - temporary files on disk: the index builds at the end of a first load sort every key,
       and with temp_store=MEMORY (the store's setting for queries) that sort would be held
-      in memory whole instead of being bounded by the page cache."""
+      in memory whole instead of being bounded by the page cache;
+    - helper threads for SQLite's sorter, which orders the staged rows and builds the
+      indexes (about 30% faster with two than with none)."""
     if conn.dialect.name != "sqlite":
         yield
         return
     # on the DB-API connection: outside any transaction, and without SQLAlchemy's autobegin
     raw = conn.connection.driver_connection
-    saved = {p: raw.execute(f"PRAGMA {p}").fetchone()[0] for p in ("mmap_size", "cache_size", "temp_store")}
+    saved = {p: raw.execute(f"PRAGMA {p}").fetchone()[0]
+             for p in ("mmap_size", "cache_size", "temp_store", "threads")}
     raw.execute("PRAGMA mmap_size=0")
     raw.execute(f"PRAGMA cache_size={max(int(saved['cache_size'] or 0), -LOAD_CACHE_KIB)}")
     raw.execute("PRAGMA temp_store=FILE")
+    raw.execute(f"PRAGMA threads={SORT_THREADS}")
     try:
         yield
     finally:

@@ -430,6 +430,7 @@ def _load(ctx: LoadContext, path: Path, options: dict) -> None:
         np.add.at(n_items, number, 1)
         ctx.write(schema.order_items, frame)
         ctx.advance(len(part))
+    ctx.finish(schema.order_items)
     del item_keys  # each key set lives for its own table only
     payment_value = np.zeros(n)
     paid = np.zeros(n, dtype=bool)
@@ -444,6 +445,7 @@ def _load(ctx: LoadContext, path: Path, options: dict) -> None:
                 paid[number] = True
             ctx.write(getattr(schema, table), frame)
             ctx.advance(len(part))
+        ctx.finish(getattr(schema, table))
         del keys
     orders.seen = KeyIndex()  # no longer needed: free it before the second pass
     payment_value[~paid] = np.nan
@@ -465,6 +467,7 @@ def _load(ctx: LoadContext, path: Path, options: dict) -> None:
         out["source"] = SOURCE
         ctx.write(schema.orders, out)
         ctx.advance(len(part), total)
+    ctx.finish(schema.orders)
 
     people = _people(orders, customers, csv.chunksize)
     used = customers.used
@@ -482,6 +485,7 @@ def _load(ctx: LoadContext, path: Path, options: dict) -> None:
     })
     for frame in people:
         ctx.write(schema.customers, frame, CUSTOMER_MERGE)
+    ctx.finish(schema.customers)
     ctx.advance(0, total)
 
 
