@@ -11,7 +11,7 @@ opened with `engine.begin()`, so a failed load rolls every write back.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 
@@ -131,7 +131,7 @@ class BulkWriter:
         self._staged_upserts: StagedUpserts | None = None
         self._deferred: list[Index] = []
 
-    def stage_upserts(self, staged: StagedUpserts | None, deferred: list[Index] = ()) -> None:
+    def stage_upserts(self, staged: StagedUpserts | None, deferred: Sequence[Index] = ()) -> None:
         """From now on, gather SQLite upserts in `staged` (see `storage.loaders.staged`)
         until `finish_table` or `apply_staged`; None: upsert chunk by chunk. `deferred`:
         indexes dropped for the load, built by `finish_table` once their table has its rows."""
