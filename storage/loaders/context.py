@@ -22,7 +22,7 @@ Progress = Callable[[int, int | None], None]
 
 # Column sizes PostgreSQL enforces (VARCHAR(n)); longer keys are quarantined.
 KEY_LIMIT = 64
-LOAD_CACHE_KIB = 64 * 1024  # SQLite page cache during a load (at most)
+LOAD_CACHE_KIB = 16 * 1024  # SQLite page cache during a load (at most); its sorter buffers follow it
 SORT_THREADS = 2
 
 
@@ -171,8 +171,11 @@ def load_pragmas(conn: Connection) -> Iterator[None]:
     - temporary files on disk: the index builds at the end of a first load sort every key,
       and with temp_store=MEMORY (the store's setting for queries) that sort would be held
       in memory whole instead of being bounded by the page cache;
-    - helper threads for SQLite's sorter, which orders the staged rows and builds the
-      indexes (about 30% faster with two than with none)."""
+    - helper threads for SQLite's sorter, which puts the staged rows in key order (a sorted
+      copy of 1M orders: 3.7 s with two, 5.3 s with none) and builds the indexes;
+    - a smaller page cache than the store's: the sorter's buffers are as big as the cache,
+      and with the staged rows being sorted beside the reading of the next file the 10M
+      load's peak was 2.2 GB with 64 MiB (1.8 GB with 16 MiB and 100,000-row chunks)."""
     if conn.dialect.name != "sqlite":
         yield
         return

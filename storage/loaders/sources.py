@@ -34,7 +34,7 @@ from storage.loaders.report import LoadError
 
 COMPRESSION_SUFFIXES = (".gz", ".xz", ".bz2", ".zip")
 TEXT_SUFFIXES = (".csv", ".txt", ".tsv", ".dat")
-DEFAULT_CHUNKSIZE = 200_000
+DEFAULT_CHUNKSIZE = 100_000
 
 _FALLBACK_ERRORS = "pulse-cp1252-fallback"
 _fallback_counter: ContextVar[list[int] | None] = ContextVar("pulse_fallback_counter", default=None)
