@@ -17,10 +17,12 @@ Formats: "olist" (the Kaggle Olist CSVs: a folder, a zip of it, files plain or
   header is quarantined ("truncated last line"), a complete one loads (exporters often
   omit the final newline); a line with too many fields is quarantined ("malformed
   line"); a file cut inside a quoted field, or a compressed file cut short, is refused;
-- streams every file in chunks (option `chunksize`, default 200,000 rows): Online
+- streams every file in chunks (option `chunksize`, default 100,000 rows): Online
   Retail and transactions hold the chunks plus about 40 bytes per distinct order; Olist
   joins its tables through compact hashed id maps (`storage.loaders.keys`, about 12
-  bytes per id) and writes them table by table (see `storage.loaders.olist`).
+  bytes per id) and writes them table by table (see `storage.loaders.olist`);
+- on a SQLite file, gathers the rows in scratch files beside the store and puts each
+  table's rows in in key order (`storage.loaders.staged`).
 
 Common options: encoding (default: UTF-8, cp1252 for bytes that are not UTF-8),
 chunksize, date_format (default: inferred per column from its first values).
