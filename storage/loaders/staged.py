@@ -4,9 +4,9 @@ A load reads its files in chunks, in file order, so each chunk's keys fall all o
 primary-key B-tree. Once that tree outgrows SQLite's page cache, every chunk rewrites
 most of its pages, and a load grows faster than its size (20x from 1M to 10M orders).
 Here each chunk is appended, as Arrow, to a scratch SQLite file with ADBC's bulk ingest
-(no index, no journal, values bound in C), and at the end of the load one
-`INSERT … SELECT … ORDER BY key` per table has SQLite sort the rows (an external merge
-sort in bounded memory) and fill the tree once, in order. Rows of one key keep their file
+(no index, no journal, values bound in C), and once a table has all its rows (at the
+latest at the end of the load) one `INSERT … SELECT … ORDER BY key` has SQLite sort them
+(an external merge sort in bounded memory) and fill the tree once, in order. Rows of one key keep their file
 order (the scratch rowid breaks ties), so the table's ON CONFLICT rules merge them as
 chunk-by-chunk upserts would.
 """
