@@ -25,13 +25,15 @@ pytestmark = pytest.mark.skipif(staged._adbc is None, reason="the ADBC SQLite dr
 def applied(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
     """(table, rows) of every staged segment applied to a store."""
     seen: list[tuple[str, int]] = []
-    apply = staged.StagedUpserts.apply
+    seal = staged.StagedUpserts.seal
 
-    def spy(self: staged.StagedUpserts, raw, segments: list[staged.Segment]) -> int:  # noqa: ANN001
-        seen.extend((s.table, s.rows) for s in segments if s.conn is not None)
-        return apply(self, raw, segments)
+    def spy(seg: staged.Segment) -> bool:
+        sealed = seal(seg)
+        if sealed:
+            seen.append((seg.table, seg.rows))
+        return sealed
 
-    monkeypatch.setattr(staged.StagedUpserts, "apply", spy)
+    monkeypatch.setattr(staged.StagedUpserts, "seal", staticmethod(spy))
     return seen
 
 
@@ -107,8 +109,8 @@ def test_merge_rules_and_a_frame_arrow_cannot_carry_keep_their_order(tmp_path: P
                         for frame in frames:
                             writer.upsert(schema.customers, frame, merge)
                     writer.apply_staged()
+                writer.detach_staged()
                 if stage is not None:
-                    stage.detach(conn)
                     assert [s.table for s in stage.segments] == ["customers", "customers"]
             got[way] = _read_customers(engine)
         engine.dispose()

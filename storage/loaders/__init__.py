@@ -31,14 +31,16 @@ chunksize, date_format (default: inferred per column from its first values).
 from __future__ import annotations
 
 import re
+import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
 from storage.engine import sqlite_file
 from storage.loaders import olist, online_retail, transactions
+from storage.loaders.bulk import BulkWriter
 from storage.loaders.context import (
     LoadContext,
     clear_earlier_quarantine,
@@ -162,6 +164,15 @@ def detect_format(path: str | Path) -> str | None:
     return None
 
 
+def _detach_scratch_files(conn: Connection, writer: BulkWriter) -> None:
+    """Detach the scratch files the load read (after its transaction); a connection that
+    cannot detach them is discarded rather than pooled with them."""
+    try:
+        writer.detach_staged()
+    except sqlite3.Error:
+        conn.invalidate()
+
+
 def load_path(
     engine: Engine,
     path: str | Path,
@@ -204,9 +215,9 @@ def load_path(
         # the settings are changed and restored outside the transaction (SQLite allows no
         # temp_store change inside one)
         with engine.connect() as conn, load_pragmas(conn), staged_upserts(sqlite_file(engine)) as staged:
+            ctx = LoadContext(conn, run_id, fmt, where, opts, progress)
             try:
                 with conn.begin():
-                    ctx = LoadContext(conn, run_id, fmt, where, opts, progress)
                     clear_earlier_quarantine(conn, run_id, fmt, where)
                     deferred = defer_indexes(conn)
                     ctx.writer.stage_upserts(staged, deferred)
@@ -219,8 +230,7 @@ def load_path(
                     report = ctx.report(time.perf_counter() - started)
                     finish_run(conn, report)
             finally:
-                if staged is not None:
-                    staged.detach(conn)
+                _detach_scratch_files(conn, ctx.writer)
     except BaseException as exc:
         message = str(exc) if isinstance(exc, LoadError) else f"{type(exc).__name__}: {exc}"
         fail_run(engine, run_id, message, time.perf_counter() - started)

@@ -163,7 +163,9 @@ class BulkWriter:
         staged, raw = self._staged_upserts, self._raw()
 
         def work() -> None:
-            staged.apply(raw, segments)
+            for seg in segments:
+                if staged.seal(seg):
+                    self._insert_from_file(seg.table, seg.path, seg.columns, seg.keys, seg.conflict)
             for sql in builds:
                 raw.execute(sql)
 
@@ -290,13 +292,23 @@ class BulkWriter:
         attached to this connection until `detach_staged`, which must wait until the
         transaction has ended (SQLite refuses to detach a file read in an open one)."""
         self._wait()
+        return self._insert_from_file(table.name, path, columns)
+
+    def _insert_from_file(self, table: str, path: str, columns: Sequence[str], order: Sequence[str] = (),
+                          conflict: str = "") -> int:
+        """`INSERT … SELECT` from table `rows` of the scratch SQLite file `path` (attached
+        until `detach_staged`), in `order` and then the file's row order when given, with
+        the `conflict` clause; returns the rows written."""
         name = f"pulse_staged_{len(self._attached)}"
         raw = self._raw()
         raw.execute(f"ATTACH DATABASE ? AS {name}", (path,))
         self._attached.append(name)
         collist = ", ".join(map(_q, columns))
-        cur = raw.execute(f"INSERT INTO main.{_q(table.name)} ({collist}) SELECT {collist} FROM {name}.rows")
-        return cur.rowcount
+        sql = f"INSERT INTO main.{_q(table)} ({collist}) SELECT {collist} FROM {name}.rows"
+        if order:
+            # WHERE true: SQLite's grammar needs it between a SELECT and ON CONFLICT
+            sql += f" WHERE true ORDER BY {', '.join(map(_q, order))}, rowid"
+        return raw.execute(sql + conflict).rowcount
 
     def detach_staged(self) -> None:
         """Detach the scratch files `insert_staged` attached (after the transaction)."""

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import sqlite3
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-from sqlalchemy import Connection
 
 try:
     import adbc_driver_sqlite.dbapi as _adbc
@@ -32,12 +30,9 @@ except ImportError:  # the driver is optional: loads then upsert chunk by chunk
     _adbc = None
 
 # SQLite attaches at most 10 databases; the load keeps each scratch file attached until
-# its transaction ends (SQLite refuses to detach a file read in an open transaction)
+# its transaction ends (`BulkWriter.detach_staged`: SQLite refuses to detach a file read in
+# an open transaction)
 MAX_SEGMENTS = 8
-
-
-def _q(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 @dataclass
@@ -59,12 +54,11 @@ class StagedUpserts:
     """Scratch files in `folder`, one per segment; see the module's docstring.
 
     The segments are chosen and closed on the loading thread; `append` may run on a
-    helper thread (one at a time, in order), and `apply` on the thread that writes the
+    helper thread (one at a time, in order), and `seal` on the thread that writes the
     store's connection."""
 
     folder: str
     segments: list[Segment] = field(default_factory=list)
-    attached: list[str] = field(default_factory=list)
 
     def open_segment(self, table: str) -> Segment | None:
         return next((s for s in self.segments if s.table == table and not s.closed), None)
@@ -89,7 +83,7 @@ class StagedUpserts:
         return seg
 
     def close(self, table: str | None = None) -> list[Segment]:
-        """Close the open segments (of `table`, or all); returns them, to `apply`."""
+        """Close the open segments (of `table`, or all) to more rows; returns them."""
         out = [s for s in self.segments if not s.closed and (table is None or s.table == table)]
         for seg in out:
             seg.closed = True
@@ -108,39 +102,17 @@ class StagedUpserts:
             cur.adbc_ingest("rows", rows.select(list(seg.columns)), mode="append" if seg.rows else "create")
         seg.rows += rows.num_rows
 
-    def apply(self, raw: Any, segments: list[Segment]) -> int:
-        """Write closed `segments` into the store on the DB-API connection `raw`, inside its
-        transaction; returns the rows read from them."""
-        done = 0
-        for seg in segments:
-            if seg.conn is None:
-                continue
-            with seg.conn.cursor() as cur:
-                cur.execute("COMMIT")
-            seg.conn.close()
-            seg.conn = None
-            name = f"pulse_load_{len(self.attached)}"
-            raw.execute(f"ATTACH DATABASE ? AS {name}", (seg.path,))
-            self.attached.append(name)
-            cols = ", ".join(map(_q, seg.columns))
-            order = ", ".join(map(_q, seg.keys))
-            # WHERE true: SQLite's grammar needs it between a SELECT and ON CONFLICT
-            raw.execute(f"INSERT INTO main.{_q(seg.table)} ({cols}) SELECT {cols} FROM {name}.rows "
-                        f"WHERE true ORDER BY {order}, rowid{seg.conflict}")
-            done += seg.rows
-        return done
-
-    def detach(self, conn: Connection) -> None:
-        """Detach the applied files from `conn` once the load's transaction has ended; a
-        connection that cannot detach them is discarded rather than pooled with them."""
-        raw = conn.connection.driver_connection
-        try:
-            while self.attached:
-                raw.execute(f"DETACH DATABASE {self.attached[-1]}")
-                self.attached.pop()
-        except sqlite3.Error:
-            conn.invalidate()
-            self.attached.clear()
+    @staticmethod
+    def seal(seg: Segment) -> bool:
+        """Commit and close the scratch file of `seg`, to be read into the store
+        (`BulkWriter`); False when it got no rows."""
+        if seg.conn is None:
+            return False
+        with seg.conn.cursor() as cur:
+            cur.execute("COMMIT")
+        seg.conn.close()
+        seg.conn = None
+        return True
 
     def remove(self) -> None:
         """Close what is still being written and delete the folder."""
