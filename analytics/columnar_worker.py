@@ -163,61 +163,115 @@ def _published_keys(path: str) -> KeyPositions | None:
 class KeyPositions:
     """String keys (e.g. the order_id of every order, as read) ready for looking values up.
 
-    With many distinct keys the lookup goes by sorted 64-bit hashes: the keys' hashes are
-    sorted once, and each lookup sorts the values' hashes and searches them in the keys'.
-    Sorted needles walk the keys in order, where the probes of a hash table of millions of
-    strings (Arrow's `index_in`, which also rebuilds that table for every lookup) miss the
-    CPU caches: about a third of the time at ten million orders. Every hash match is
-    checked against the key itself, so a hash collision never joins two different ids;
-    keys with a null or a repeated hash take Arrow's lookup instead."""
+    With many keys the lookup goes by sorted 64-bit words: each key's hash with its low
+    bits replaced by the key's position, so one `np.sort` orders the hashes and carries
+    every key's position along (an argsort of the hashes took three times as long, plus
+    a gather). A lookup packs its values' hashes with their own positions the same way,
+    sorts them and searches them in the keys' in order: sorted needles walk the keys in
+    order, where the probes of a hash table of millions of strings (Arrow's `index_in`,
+    which also rebuilds that table for every lookup) miss the CPU caches. Keys whose
+    shortened hashes are equal lie side by side and are tried in turn, and every match
+    is checked against the key itself, so a hash collision never joins two different
+    ids; where keys repeat, the first one's position is given, as Arrow's lookup does.
+    Keys with a null take Arrow's lookup."""
 
-    def __init__(self, keys: pa.Array, hashes: np.ndarray | None = None, order: np.ndarray | None = None):
+    def __init__(self, keys: pa.Array, packed: np.ndarray | None = None):
         self.keys = keys
-        self.hashes = hashes  # the keys' hashes, sorted and distinct (None: Arrow's lookup)
-        self.order = order  # the key position of each sorted hash
+        self.packed = packed  # sorted: hash, low `bits` bits replaced by the key's position
+        self.bits = _position_bits(len(keys))
 
     @classmethod
     def of(cls, keys: pa.Array | pa.ChunkedArray) -> KeyPositions:
         keys = flat(keys)
         if len(keys) < SORTED_LOOKUP_MIN or keys.null_count or not _stringlike(keys.type):
             return cls(keys)
-        hashes = hash_strings(keys)
-        order = np.argsort(hashes)
-        hashes = hashes[order]
-        if (hashes[1:] == hashes[:-1]).any():
-            return cls(keys)
-        return cls(keys, hashes, order)
+        packed = _packed(hash_strings(keys), _position_bits(len(keys)))
+        packed.sort()
+        return cls(keys, packed)
 
     def to_table(self) -> pa.Table:
-        """The keys, with their sorted hashes when they have them (for `from_table`)."""
+        """The keys, with their packed hashes when they have them (for `from_table`)."""
         columns = {"k": self.keys}
-        if self.hashes is not None:
-            columns.update(h=pa.array(self.hashes), o=pa.array(self.order))
+        if self.packed is not None:
+            columns["p"] = pa.array(self.packed)
         return pa.table(columns)
 
     @classmethod
     def from_table(cls, table: pa.Table) -> KeyPositions:
         keys = flat(table.column("k"))
-        if "h" not in table.column_names:
+        if "p" not in table.column_names:
             return cls(keys)
-        return cls(keys, flat(table.column("h")).to_numpy(), flat(table.column("o")).to_numpy())
+        return cls(keys, flat(table.column("p")).to_numpy())
 
     def positions(self, values: pa.Array | pa.ChunkedArray) -> pa.Array:
         """Position of each value in the keys (int64, -1 when absent or null)."""
         values = flat(values)
-        if len(values) == 0:
+        m = len(values)
+        if m == 0:
             return pa.array([], pa.int64())
-        if self.hashes is None or len(values) < SORTED_LOOKUP_MIN or values.type != self.keys.type:
+        if self.packed is None or m < SORTED_LOOKUP_MIN or values.type != self.keys.type:
             return pc.index_in(values, value_set=self.keys).cast(pa.int64()).fill_null(-1)
-        wanted = hash_strings(values)
-        needles = np.argsort(wanted)
-        at = np.empty(len(wanted), dtype=np.int64)
-        at[needles] = np.searchsorted(self.hashes, wanted[needles])
-        np.minimum(at, len(self.hashes) - 1, out=at)
-        found = self.order[at]
-        same = pc.equal(values, self.keys.take(pa.array(found))).fill_null(False)
-        hit = (self.hashes[at] == wanted) & same.to_numpy(zero_copy_only=False)
-        return pa.array(np.where(hit, found, -1))
+        bits = max(self.bits, _position_bits(m))  # the hash bits both sides keep: the rest
+        low = np.uint64((1 << bits) - 1)
+        needles = _packed(hash_strings(values), bits)
+        needles.sort()
+        order = np.bitwise_and(needles, low).view(np.int64)  # the value each sorted needle is of
+        np.bitwise_and(needles, ~low, out=needles)
+        # first key whose shortened hash is not below the value's (a searched word's low
+        # bits are 0, so a key of the same shortened hash is never passed over)
+        at = np.searchsorted(self.packed, needles)
+        found = self._probe(at, needles, low)
+        probe = np.empty(m, dtype=np.int64)
+        probe[order] = found
+        result = self._confirmed(values, probe)
+        missed = np.flatnonzero((probe >= 0) & (result < 0))  # same shortened hash, other text
+        if len(missed):
+            place = np.empty(m, dtype=np.int64)
+            place[order] = np.arange(m)
+            at, pending = at[place[missed]], missed
+            while len(pending):  # the next keys of the same shortened hash, in turn
+                at += 1
+                inside = at < len(self.packed)
+                pending, at = pending[inside], at[inside]
+                found = self._probe(at, needles[place[pending]], low)
+                more = found >= 0
+                pending, at, found = pending[more], at[more], found[more]
+                got = self._confirmed(values, found, pending)
+                result[pending] = got
+                pending, at = pending[got < 0], at[got < 0]
+        return pa.array(result)
+
+    def _probe(self, at: np.ndarray, words: np.ndarray, low: np.uint64) -> np.ndarray:
+        """The position of the key at each sorted place `at` (below the number of keys, or
+        where searchsorted put a word past the last key) when its hash, shortened as `low`
+        says, is the word's; else -1."""
+        # a place past the end reads the last key, whose shortened hash is then below the word
+        cand = self.packed.take(at, mode="clip")
+        same = np.bitwise_and(cand, ~low) == words
+        np.bitwise_and(cand, np.uint64((1 << self.bits) - 1), out=cand)
+        found = cand.view(np.int64)
+        found[~same] = -1
+        return found
+
+    def _confirmed(self, values: pa.Array, found: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+        """`found` (a key position per value of `rows`, all by default; -1 for none) where
+        that key's text is the value's; else -1."""
+        texts = values if rows is None else values.take(pa.array(rows))
+        keys = self.keys.take(pa.array(found, mask=found < 0))
+        same = pc.equal(texts, keys).fill_null(False).to_numpy(zero_copy_only=False)
+        return np.where(same, found, -1)
+
+
+def _position_bits(n: int) -> int:
+    """Bits that hold a position below `n`."""
+    return max(1, (n - 1).bit_length())
+
+
+def _packed(hashes: np.ndarray, bits: int) -> np.ndarray:
+    """`hashes` (changed in place) with their low `bits` bits replaced by their positions."""
+    np.bitwise_and(hashes, ~np.uint64((1 << bits) - 1), out=hashes)
+    np.bitwise_or(hashes, np.arange(len(hashes), dtype=np.uint64), out=hashes)
+    return hashes
 
 
 def flat(values: pa.Array | pa.ChunkedArray) -> pa.Array:

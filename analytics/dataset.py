@@ -160,10 +160,8 @@ def read_dataset(engine: Engine, *, full: bool = True, since: int | None = None)
         # each table's arrays are taken out as it arrives and the table dropped (futures
         # popped), so the raw columns of only a few tables are held at once
         customers = later.pop("customers").result()
-        customer_ids = sorted_unique(pa.chunked_array(
-            distinct_values(orders.column("customer_id")).chunks + customers.column("customer_id").chunks,
-            type=pa.string()))
-        cust = codes_in(orders.column("customer_id"), customer_ids)
+        customer_ids, cust, as_listed = _customer_codes(orders.column("customer_id"),
+                                                        customers.column("customer_id"))
         purchased = micros(orders, "purchased")
         rows = order_by_time(cust, purchased, order_id)
         f: dict[str, object] = {
@@ -178,7 +176,8 @@ def read_dataset(engine: Engine, *, full: bool = True, since: int | None = None)
         sorted_at = np.empty(len(rows), dtype=np.int64)  # read position -> sorted row
         sorted_at[rows] = np.arange(len(rows))
         del rows
-        geo_at = codes_in(customer_ids, customers.column("customer_id"))
+        geo_at = (np.arange(len(customer_ids)) if as_listed
+                  else codes_in(customer_ids, customers.column("customer_id")))
         f["listed"] = geo_at >= 0
         f["state"] = _take_objects(customers.column("state"), geo_at)
         f["region"] = _take_objects(customers.column("region"), geo_at)
@@ -206,6 +205,22 @@ def read_dataset(engine: Engine, *, full: bool = True, since: int | None = None)
                  review_created=micros(rev, "created"))
         del rev
     return Dataset(**f)
+
+
+def _customer_codes(buyers: pa.ChunkedArray, listed: pa.ChunkedArray) -> tuple[pa.Array, np.ndarray, bool]:
+    """(every customer id: of the orders' `buyers` and of the customers table, `listed`;
+    sorted and distinct; the code of each order's buyer in them; whether the ids are
+    `listed` as it is). A store read in key order gives its customers' ids sorted: when
+    they are distinct and every buyer is among them, they are those ids as they are (no
+    sort of a million ids)."""
+    ids = flat(listed)
+    if len(ids) > 1 and not ids.null_count and pc.all(pc.less(ids[:-1], ids[1:])).as_py():
+        cust = codes_in(buyers, ids)
+        if not len(cust) or cust.min() >= 0:
+            return ids, cust, True
+    customer_ids = sorted_unique(pa.chunked_array(distinct_values(buyers).chunks + listed.chunks,
+                                                  type=pa.string()))
+    return customer_ids, codes_in(buyers, customer_ids), False
 
 
 def _known(table: pa.Table, sorted_at: np.ndarray) -> pa.Table:
@@ -253,16 +268,43 @@ def order_by_time(cust: np.ndarray, at: np.ndarray, order_id: pa.ChunkedArray | 
 
 
 def _by_customer_then_time(cust: np.ndarray, at: np.ndarray) -> np.ndarray:
-    """Row order by customer code, then time (rows tied on both in any order): one sort of
-    customer × time steps packed in an int64 where that fits (a third of np.lexsort's time
-    at ten million orders), else np.lexsort."""
-    if len(at) > 1 and cust.min() >= 0 and at.min() != NAT:
-        low = int(at.min())
-        step = int(np.gcd.reduce(at - low)) or 1  # stamps are often whole seconds
-        steps = (int(at.max()) - low) // step + 1
-        if (int(cust.max()) + 1) * steps < 2**63:
-            return np.argsort(cust * steps + (at - low) // step)
+    """Row order by customer code, then time (rows tied on both in any order): one np.sort
+    of customer, time and row packed in a uint64 (a third of np.argsort's time, which
+    also ordered ten million orders in a third of np.lexsort's), else np.lexsort. Where
+    the time does not fit it is packed shortened (its low bits dropped), and the few rows
+    of one customer whose shortened times are equal are then ordered by their stamps."""
+    n = len(at)
+    if n > 1 and cust.min() >= 0 and at.min() != NAT:
+        row_bits = (n - 1).bit_length()
+        time_bits = 64 - row_bits - max(1, int(cust.max()).bit_length())
+        if time_bits >= 16:  # else too many rows would need ordering afterwards
+            low = int(at.min())
+            shift = max(0, (int(at.max()) - low).bit_length() - time_bits)
+            key = cust.astype(np.uint64)
+            key <<= np.uint64(time_bits + row_bits)
+            t = (at - low).view(np.uint64)
+            t >>= np.uint64(shift)
+            t <<= np.uint64(row_bits)
+            key |= t
+            del t
+            key |= np.arange(n, dtype=np.uint64)
+            key.sort()
+            rows = np.bitwise_and(key, np.uint64((1 << row_bits) - 1)).view(np.int64)
+            if shift:
+                key >>= np.uint64(row_bits)  # customer and shortened time
+                _order_runs_by_time(rows, key, at)
+            return rows
     return np.lexsort((at, cust))
+
+
+def _order_runs_by_time(rows: np.ndarray, key: np.ndarray, at: np.ndarray) -> None:
+    """Reorder, in place, each run of `rows` with equal (sorted) `key` by the rows' `at`."""
+    tied = np.flatnonzero(key[1:] == key[:-1])
+    if not len(tied):
+        return
+    members = np.unique(np.concatenate([tied, tied + 1]))
+    run = np.cumsum(~np.isin(members - 1, tied))  # a run starts where no tie links back
+    rows[members] = rows[members[np.lexsort((at[rows[members]], run))]]
 
 
 # --- Arrow helpers ------------------------------------------------------------------------

@@ -205,6 +205,49 @@ def test_keys_are_written_for_reader_processes_only(tmp_path: Path, monkeypatch:
     engine.dispose()
 
 
+def _rewrite_customers(engine: Engine, order_by: str, where: str = "1") -> None:
+    """The customers table's rows written again in `order_by` order (its rowid order)."""
+    with engine.begin() as conn:
+        conn.exec_driver_sql("PRAGMA defer_foreign_keys = ON")
+        conn.exec_driver_sql(f"CREATE TEMP TABLE c AS SELECT * FROM customers WHERE {where} ORDER BY {order_by}")
+        conn.exec_driver_sql("DELETE FROM customers")
+        conn.exec_driver_sql("INSERT INTO customers SELECT * FROM c ORDER BY rowid")
+        conn.exec_driver_sql("DROP TABLE c")
+
+
+def test_customers_in_key_order_give_the_same_dataset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A store read in key order lists its customers sorted: their ids are then taken as
+    they are (no sort), and the dataset equals the one of the same store in another row
+    order; a sorted list that misses a buyer takes the sort."""
+    from analytics import dataset
+
+    sorts: list[int] = []
+    real_distinct = dataset.distinct_values  # the sort's first step
+    monkeypatch.setattr(dataset, "distinct_values", lambda v: sorts.append(len(v)) or real_distinct(v))
+    engine = sample_store(tmp_path)
+    _rewrite_customers(engine, "customer_id DESC")
+    shuffled = _dataset_arrays(engine)
+    assert len(sorts) == 1, "customers out of key order must be sorted"
+    _rewrite_customers(engine, "customer_id")
+    in_order = _dataset_arrays(engine)
+    assert len(sorts) == 1, "customers in key order were sorted again"
+    for name, value in shuffled.items():
+        assert np.array_equal(np.asarray(in_order[name], dtype=object), np.asarray(value, dtype=object)), name
+    assert len(in_order["customer_ids"]) == len(set(in_order["customer_ids"])) > 1000
+    assert in_order["customer_ids"] == sorted(in_order["customer_ids"])
+    with engine.connect() as conn:
+        buyer = conn.exec_driver_sql("SELECT customer_id FROM orders LIMIT 1").scalar_one()
+    _rewrite_customers(engine, "customer_id", f"customer_id <> '{buyer}'")
+    unlisted = _dataset_arrays(engine)
+    assert len(sorts) == 2, "a buyer missing from the customers must take the sort"
+    assert unlisted["customer_ids"] == in_order["customer_ids"]
+    at = in_order["customer_ids"].index(buyer)
+    assert not unlisted["listed"][at] and unlisted["state"][at] is None
+    assert np.array_equal(np.delete(unlisted["listed"], at), np.delete(in_order["listed"], at))
+    assert np.array_equal(unlisted["cust"], in_order["cust"])
+    engine.dispose()
+
+
 def _hex_ids(n: int, seed: int, width: int = 32) -> list[str]:
     rng = np.random.default_rng(seed)
     return ["".join(row) for row in rng.choice(list("0123456789abcdef"), size=(n, width))]
@@ -215,7 +258,7 @@ def test_sorted_hash_lookup_gives_arrows_positions() -> None:
     (repeated, in any order), ids absent, ids of another length and nulls."""
     keys = pa.array(_hex_ids(120_000, seed=1))
     index = worker.KeyPositions.of(keys)
-    assert index.hashes is not None, "the sorted-hash path was not taken"
+    assert index.packed is not None, "the sorted-hash path was not taken"
     rng = np.random.default_rng(2)
     present = keys.take(pa.array(rng.integers(0, len(keys), 150_000))).to_pylist()
     values = present + _hex_ids(20_000, seed=3) + _hex_ids(5_000, seed=4, width=36)
@@ -233,19 +276,27 @@ def test_sorted_hash_lookup_gives_arrows_positions() -> None:
 
 def test_a_hash_match_never_joins_different_ids(monkeypatch: pytest.MonkeyPatch) -> None:
     """Ids whose hashes match a key's but whose text differs are not found; keys whose
-    hashes repeat fall back to Arrow's lookup."""
+    hashes repeat are each found (tried in turn), and a repeated key gives its first
+    position, as Arrow's lookup does."""
     real = worker.hash_strings
     monkeypatch.setattr(worker, "hash_strings", lambda v: real(pc.utf8_slice_codeunits(v, 0, 6)))
     keys = pa.array([f"{i:06d}" + "a" * 26 for i in range(60_000)])
     index = worker.KeyPositions.of(keys)
-    assert index.hashes is not None
+    assert index.packed is not None
     twins = pa.array([f"{i:06d}" + "b" * 26 for i in range(60_000)])  # each hashes as key i
     assert pc.all(pc.equal(index.positions(twins), -1)).as_py()
     assert index.positions(keys).to_pylist() == list(range(60_000))
+    # keys i and i + 50,000 hash alike: each is found, whichever of the two comes first
     clashing = pa.array([f"{i % 50_000:06d}" + f"{i:026d}" for i in range(60_000)])
-    fallback = worker.KeyPositions.of(clashing)
-    assert fallback.hashes is None
-    assert fallback.positions(clashing[::-1]).to_pylist() == list(range(59_999, -1, -1))
+    shared = worker.KeyPositions.of(clashing)
+    assert shared.packed is not None
+    assert shared.positions(clashing[::-1]).to_pylist() == list(range(59_999, -1, -1))
+    strangers = pa.array([f"{i % 50_000:06d}" + "x" * 26 for i in range(60_000)])
+    assert pc.all(pc.equal(shared.positions(strangers), -1)).as_py()
+    repeated = pa.array([f"{i % 40_000:06d}" + "r" * 26 for i in range(80_000)])
+    values = pa.array([f"{i:06d}" + "r" * 26 for i in range(39_999, -1, -1)] * 2)
+    expected = pc.index_in(values, value_set=repeated).cast(pa.int64())
+    assert worker.KeyPositions.of(repeated).positions(values).equals(expected)
 
 
 def test_a_read_in_rowid_ranges_equals_one_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -257,16 +257,24 @@ def test_order_rows_sort_by_customer_time_then_order_id() -> None:
 
 
 def test_packed_sort_orders_rows_as_lexsort() -> None:
-    """Customer × time packed in one int64 sorts the rows as np.lexsort does; stamps too far
-    apart to pack, and missing stamps, take np.lexsort itself."""
+    """Customer, time and row packed in one uint64 sort the rows as np.lexsort does, with
+    stamps that fit and stamps shortened to fit; missing stamps, and customer codes that
+    leave too little room, take np.lexsort itself."""
+    import itertools
+
     from analytics.dataset import NAT, _by_customer_then_time
 
     rng = np.random.default_rng(5)
-    cust = rng.integers(0, 5_000, 200_000)
     seconds = 1_500_000_000 + rng.integers(0, 86_400 * 700, 200_000)
-    for at in (seconds * 1_000_000, seconds * 1_000_000 + rng.integers(0, 1_000_000, 200_000),
-               np.where(rng.random(200_000) < 0.01, NAT, seconds * 1_000_000),
-               rng.integers(-(2**62), 2**62, 200_000)):
+    customers = (rng.integers(0, 5_000, 200_000),
+                 # 16 bits left for the time: stamps shortened to ~18 minutes, and each
+                 # customer's many rows of one shortened time ordered afterwards
+                 rng.integers(0, 50, 200_000) << 24,
+                 rng.integers(0, 50, 200_000) << 40)  # no room: np.lexsort
+    stamps = (seconds * 1_000_000, seconds * 1_000_000 + rng.integers(0, 1_000_000, 200_000),
+              np.where(rng.random(200_000) < 0.01, NAT, seconds * 1_000_000),
+              rng.integers(-(2**62), 2**62, 200_000))
+    for cust, at in itertools.product(customers, stamps):
         rows = _by_customer_then_time(cust, at)
         expected = np.lexsort((at, cust))
         # tied rows (same customer and time) may come in any order: compare the keys
