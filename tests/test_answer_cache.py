@@ -139,12 +139,13 @@ def test_whatever_is_typed_the_cache_answers_as_the_router(warmed: AnswerCache, 
 
 
 def test_a_miss_is_answered_and_kept(warmed: AnswerCache) -> None:
-    key = warmed.key_for("/delivery RJ")
+    # (a text SAMPLE_TEXTS cannot make: the property test above shares the cache)
+    key = warmed.key_for("/delivery MG")
     assert key is not None and not warmed.contains(key)
-    answer = warmed.handle("/delivery RJ")
+    answer = warmed.handle("/delivery MG")
     assert not answer.is_error and answer.charts
     assert warmed.contains(key)
-    assert same_answer(answer, warmed.router.handle("/delivery RJ"))
+    assert same_answer(answer, warmed.router.handle("/delivery MG"))
 
 
 def test_errors_exports_and_help_are_not_cached(warmed: AnswerCache, sample_engine: Engine) -> None:
