@@ -164,15 +164,19 @@ def read_dataset(engine: Engine, *, full: bool = True, since: int | None = None)
                                                         customers.column("customer_id"))
         purchased = micros(orders, "purchased")
         rows = order_by_time(cust, purchased, order_id)
+        # the other columns taken in row order from the parts as they are: one new array
+        # each (to_numpy of two parts, then a gather, made two)
+        sorted_orders = orders.select(["purchase", "items_value", "freight_value", "delivered",
+                                       "estimated"]).take(pa.array(rows))
         f: dict[str, object] = {
             "customer_ids": customer_ids, "cust": cust[rows], "purchased": purchased[rows],
             "order_id": order_id.take(pa.array(rows)),
-            "purchase": floats(orders, "purchase")[rows] > 0,
-            "items_value": floats(orders, "items_value")[rows],
-            "freight_value": floats(orders, "freight_value")[rows],
-            "delivered": micros(orders, "delivered")[rows], "estimated": micros(orders, "estimated")[rows],
+            "purchase": floats(sorted_orders, "purchase") > 0,
+            "items_value": floats(sorted_orders, "items_value"),
+            "freight_value": floats(sorted_orders, "freight_value"),
+            "delivered": micros(sorted_orders, "delivered"), "estimated": micros(sorted_orders, "estimated"),
         }
-        del orders, order_id, cust, purchased
+        del orders, order_id, cust, purchased, sorted_orders
         sorted_at = np.empty(len(rows), dtype=np.int64)  # read position -> sorted row
         sorted_at[rows] = np.arange(len(rows))
         del rows
@@ -228,9 +232,12 @@ def _known(table: pa.Table, sorted_at: np.ndarray) -> pa.Table:
     turned into the order's row in the Dataset."""
     at = np.asarray(table.column("ord").to_numpy(zero_copy_only=False), dtype=np.int64)
     keep = at >= 0
-    kept = table.filter(pa.array(keep)) if not keep.all() else table
+    if keep.all():
+        kept = table
+    else:
+        kept, at = table.filter(pa.array(keep)), at[keep]
     i = kept.schema.get_field_index("ord")
-    return kept.set_column(i, "ord", pa.array(sorted_at[at[keep]]))
+    return kept.set_column(i, "ord", pa.array(sorted_at[at]))
 
 
 def _dictionary_codes(col: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
@@ -354,11 +361,15 @@ def _take_objects(col: pa.ChunkedArray, at: np.ndarray) -> np.ndarray:
 
 def floats(table: pa.Table, name: str) -> np.ndarray:
     col = table.column(name).cast(pa.float64())
-    return col.fill_null(np.nan).to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
+    if col.null_count:  # (fill_null copies even a column without nulls)
+        col = col.fill_null(np.nan)
+    return col.to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
 
 
 def micros(table: pa.Table, name: str) -> np.ndarray:
-    col = table.column(name).cast(pa.int64()).fill_null(NAT)
+    col = table.column(name).cast(pa.int64())
+    if col.null_count:
+        col = col.fill_null(NAT)
     return col.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
 
 
