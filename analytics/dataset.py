@@ -265,9 +265,8 @@ def order_by_time(cust: np.ndarray, at: np.ndarray, order_id: pa.ChunkedArray | 
     c, t = cust[rows], at[rows]
     tied = np.flatnonzero((c[1:] == c[:-1]) & (t[1:] == t[:-1]))
     if len(tied):
-        # group of each tied row: runs of equal (customer, time); sort each run by order_id
-        members = np.unique(np.concatenate([tied, tied + 1]))
-        run = np.cumsum(~np.isin(members - 1, tied))  # a run starts where no tie links back
+        # runs of equal (customer, time); each sorted by order_id
+        members, run = _tie_runs(tied)
         ids = flat(order_id).take(pa.array(rows[members])).to_numpy(zero_copy_only=False)
         within = pd.DataFrame({"run": run, "id": ids}).sort_values(["run", "id"], kind="stable").index
         rows[members] = rows[members[within.to_numpy()]]
@@ -308,11 +307,16 @@ def _by_customer_then_time(cust: np.ndarray, at: np.ndarray) -> np.ndarray:
 def _order_runs_by_time(rows: np.ndarray, key: np.ndarray, at: np.ndarray) -> None:
     """Reorder, in place, each run of `rows` with equal (sorted) `key` by the rows' `at`."""
     tied = np.flatnonzero(key[1:] == key[:-1])
-    if not len(tied):
-        return
+    if len(tied):
+        members, run = _tie_runs(tied)
+        rows[members] = rows[members[np.lexsort((at[rows[members]], run))]]
+
+
+def _tie_runs(tied: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(the places in runs of tied neighbours, each one's run number, ascending), from
+    `tied`: the places i where the item at i ties the one at i + 1."""
     members = np.unique(np.concatenate([tied, tied + 1]))
-    run = np.cumsum(~np.isin(members - 1, tied))  # a run starts where no tie links back
-    rows[members] = rows[members[np.lexsort((at[rows[members]], run))]]
+    return members, np.cumsum(~np.isin(members - 1, tied))  # a run starts where no tie links back
 
 
 # --- Arrow helpers ------------------------------------------------------------------------
