@@ -171,7 +171,7 @@ def read_dataset(engine: Engine, *, full: bool = True, since: int | None = None)
         f: dict[str, object] = {
             "customer_ids": customer_ids, "cust": cust[rows], "purchased": purchased[rows],
             "order_id": order_id.take(pa.array(rows)),
-            "purchase": floats(sorted_orders, "purchase") > 0,
+            "purchase": _ints(sorted_orders, "purchase") > 0,
             "items_value": floats(sorted_orders, "items_value"),
             "freight_value": floats(sorted_orders, "freight_value"),
             "delivered": micros(sorted_orders, "delivered"), "estimated": micros(sorted_orders, "estimated"),
