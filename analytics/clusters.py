@@ -141,8 +141,7 @@ def _cluster_customers(features: pd.DataFrame, seed: int, k: int | None) -> Clus
     n = len(features)
     minibatch = n > MINIBATCH_ABOVE
     scaled = preprocessor().fit_transform(x.to_numpy()) if n else np.empty((0, x.shape[1]))
-    # distinct rows by hashing (np.unique(axis=0) sorts rows, slow at millions)
-    distinct = int((~pd.DataFrame(scaled.round(9)).duplicated()).sum()) if n else 0
+    distinct = distinct_rows(scaled, at_most=max(K_RANGE) + 1)
 
     selection = pd.DataFrame(columns=["k", "inertia", "silhouette", "davies_bouldin"])
     sample_size = 0
@@ -178,6 +177,19 @@ def _cluster_customers(features: pd.DataFrame, seed: int, k: int | None) -> Clus
         assignments=assignments, profiles=profiles, projection=projection,
         explained_variance=explained, sample_size=sample_size, minibatch=minibatch,
     )
+
+
+def distinct_rows(x: np.ndarray, at_most: int) -> int:
+    """How many distinct rows `x` has (rounded to 9 decimals), or `at_most` when it has at
+    least that many: k selection only asks whether there are more points than clusters."""
+    # rows by hashing (np.unique(axis=0) sorts rows, slow at millions); a prefix first,
+    # which at a million customers already has enough (hashing them all took 2 s)
+    seen = 0
+    for size in (min(len(x), 10_000), len(x)):
+        seen = int((~pd.DataFrame(x[:size].round(9)).duplicated()).sum())
+        if seen >= at_most or size == len(x):
+            break
+    return min(seen, at_most)
 
 
 def value_tiers(features: pd.DataFrame, seed: int = 42) -> pd.DataFrame:

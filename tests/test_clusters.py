@@ -192,3 +192,16 @@ def test_silhouettes_of_match_sklearns_precomputed_silhouette() -> None:
     assert got[0] > 0.5 and got[3] < 0.05
     with pytest.raises(ValueError):
         cl.silhouettes_of(d, [np.zeros(210, dtype=int)])
+
+
+def test_distinct_rows_counts_exactly_up_to_the_cap() -> None:
+    rows = np.repeat(np.arange(5.0)[:, None], 3, axis=1)
+    assert cl.distinct_rows(rows, at_most=11) == 5
+    assert cl.distinct_rows(np.vstack([rows, rows + 1e-12]), at_most=11) == 5  # rounded to 9 decimals
+    assert cl.distinct_rows(np.empty((0, 3)), at_most=11) == 0
+    many = np.random.default_rng(0).normal(size=(50_000, 3))
+    assert cl.distinct_rows(many, at_most=11) == 11
+    # a prefix of one repeated row: the rows after it are counted too
+    late = np.vstack([np.zeros((20_000, 3)), np.arange(30.0).reshape(10, 3)])
+    assert cl.distinct_rows(late, at_most=11) == 11
+    assert cl.distinct_rows(late[:20_004], at_most=11) == 5
