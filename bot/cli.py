@@ -351,6 +351,7 @@ def db() -> None:
 @pass_ctx
 def db_info(ctx: Context) -> None:
     """Tables with row counts, the data range and the as-of date."""
+    from analytics.asof import purchase_time_range, resolve_as_of
     from storage import schema
     from storage.migrate import current_revision
 
@@ -362,17 +363,11 @@ def db_info(ctx: Context) -> None:
             if table.name in present:
                 n = conn.execute(select(func.count()).select_from(table)).scalar_one()
                 click.echo(f"  {table.name:<20} {n:>12,}")
-        lo, hi = conn.execute(
-            select(func.min(schema.orders.c.purchased_at), func.max(schema.orders.c.purchased_at))
-        ).one()
+        lo, hi = purchase_time_range(conn)
     if lo is None:
         click.echo("data: empty — load some with `pulse load PATH --format olist`.")
         return
     click.echo(f"data: orders from {lo:%Y-%m-%d} to {hi:%Y-%m-%d}")
-    try:
-        from analytics.asof import resolve_as_of
-    except ImportError:
-        return
     asof = resolve_as_of(engine, fixed=ctx.settings.as_of_date())
     click.echo(f"as of: {asof.date} ({asof.reason})")
 

@@ -8,12 +8,13 @@ import numpy as np
 import pandas as pd
 import pytest
 from analytics_data import loaded_store, olist_raw
-from sqlalchemy import Engine
+from sqlalchemy import Engine, event, text
 
 from analytics.asof import (
     AsOf,
     current_as_of,
     is_partial_month,
+    purchase_time_range,
     resolve_as_of,
     sparse_tail_start,
     stored_as_of,
@@ -235,3 +236,27 @@ def test_olist_auto_as_of(tmp_path_factory: pytest.TempPathFactory) -> None:
     assert a.tail_orders == tail == 25
     assert (a.data_start, a.data_end) == (D(2016, 9, 4), D(2018, 10, 17))
     assert a.partial_last_month and a.last_complete_month == D(2018, 7, 1)
+
+
+def test_the_purchase_range_is_read_from_the_ends_of_the_index(store: Engine) -> None:
+    with store.connect() as conn:
+        assert purchase_time_range(conn) == (None, None)
+    add_orders(store, {D(2024, 3, 2): 3, D(2024, 1, 5): 2, D(2024, 2, 9): 1})
+    statements: list[str] = []
+
+    def record(_conn, _cursor, statement, *_rest) -> None:  # noqa: ANN001
+        statements.append(statement)
+
+    event.listen(store, "before_cursor_execute", record)
+    try:
+        with store.connect() as conn:
+            first, last = purchase_time_range(conn)
+    finally:
+        event.remove(store, "before_cursor_execute", record)
+    assert (pd.Timestamp(first), pd.Timestamp(last)) == (pd.Timestamp("2024-01-05 10:00"),
+                                                         pd.Timestamp("2024-03-02 10:02"))
+    if store.dialect.name == "sqlite":  # one min() and one max() in a SELECT would scan it all
+        with store.connect() as conn:
+            plan = [row[-1] for row in conn.execute(text("EXPLAIN QUERY PLAN " + statements[-1]))]
+        assert sum("SEARCH orders USING COVERING INDEX ix_orders_purchased" in p for p in plan) == 2, plan
+        assert not any(p.startswith("SCAN orders") for p in plan), plan
