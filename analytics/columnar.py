@@ -61,7 +61,7 @@ from analytics.columnar_worker import (
     reader_started,
     with_positions,
 )
-from storage.engine import sqlite_file, unmapped
+from storage.engine import libpq_uri, sqlite_file, unmapped
 
 try:  # optional: the fast path on SQLite
     import adbc_driver_sqlite as _adbc
@@ -436,7 +436,7 @@ def _postgres_adbc(engine: Engine, sql: str, schema: pa.Schema) -> pa.Table | No
     without the driver or when it fails (the caller then takes the COPY text path)."""
     if _adbc_pg is None:
         return None
-    uri = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    uri = libpq_uri(engine)
     try:
         with _adbc_pg.connect(uri) as conn, conn.cursor() as cur:
             cur.execute(sql)

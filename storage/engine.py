@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import quote, urlencode
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
@@ -26,6 +27,17 @@ def normalise_url(url: str) -> str:
 def engine_url(engine: Engine) -> str:
     """The engine's URL as text, password included (for another process to reconnect)."""
     return engine.url.render_as_string(hide_password=False)
+
+
+def libpq_uri(engine: Engine) -> str:
+    """The engine's PostgreSQL URL as libpq reads it (for the ADBC driver), password included."""
+    url = engine.url
+    base = url.set(drivername="postgresql", query={}).render_as_string(hide_password=False)
+    if not url.query:
+        return base
+    # SQLAlchemy writes a space in a query value as '+', which libpq keeps as a plus
+    # ("options=-c+statement_timeout%3D5s" fails to connect); libpq decodes only %XX
+    return f"{base}?{urlencode(url.query, doseq=True, quote_via=quote)}"
 
 
 def make_engine(url: str = DEFAULT_URL) -> Engine:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 from adbc_driver_manager import AdbcStatusCode
+from sqlalchemy.engine import make_url
 
 from analytics import columnar
 from analytics.columnar import Col, read_columns
@@ -61,3 +62,17 @@ def test_a_failing_driver_falls_back_to_the_csv_read(engine, monkeypatch: pytest
     monkeypatch.setattr(columnar._adbc_pg, "connect", refuse)
     got = read_columns(engine, "orders", COLS, WHERE, PARAMS)
     assert got.sort_by("order_id").equals(want.sort_by("order_id"))
+
+
+def test_options_in_the_url_reach_the_adbc_session(postgres_url: str) -> None:
+    # SQLAlchemy renders the space of "-c statement_timeout=…" as '+', which libpq does not
+    # decode: the driver then failed to connect and every read took the slower CSV path
+    url = make_url(postgres_url).update_query_dict({"options": "-c statement_timeout=12345"})
+    engine = open_store(url.render_as_string(hide_password=False))
+    try:
+        got = columnar._postgres_adbc(engine, "SELECT current_setting('statement_timeout') AS v",
+                                      pa.schema([("v", pa.string())]))
+    finally:
+        engine.dispose()
+    assert got is not None, "the ADBC driver did not connect"
+    assert got.column("v").to_pylist() == ["12345ms"]
