@@ -56,6 +56,7 @@ from analytics.rfm import rfm_scores
 from analytics.snapshot import read_with_snapshot, snapshot_kept
 from storage import schema
 from storage.loaders.bulk import BulkWriter, sqlite_arrow
+from storage.loaders.context import defer_indexes, restore_indexes
 from storage.store import set_meta
 
 MODEL_VERSION = "rp1"  # bump when the feature, RFM or cluster rules change
@@ -303,10 +304,15 @@ def _write(engine: Engine, as_of: AsOf, feature_rows: pd.DataFrame, scores: pd.D
                 conn.execute(schema.customer_features.delete())
                 conn.execute(schema.customer_scores.delete())
                 conn.execute(S.delete().where(S.c.snapshot_date == as_of.date))
+                # (SQLite) their secondary indexes built after the rows, not row by row at
+                # random places: at 100,000 customers the scores' insert took 1.5 s with them
+                # and 0.35 s without, plus 0.5 s to build them
+                deferred = defer_indexes(conn, (schema.customer_features, schema.customer_scores))
                 with writer.overlapped():  # SQLite inserts one batch while the next one's rows are made
                     writes.insert(writer, schema.customer_features, feature_rows)
                     writes.insert(writer, schema.customer_scores, score_rows)
                     writes.insert(writer, S, snapshot)
+                restore_indexes(conn, deferred)
                 waited = time.perf_counter()
                 facts = facts_job.result()
                 cells, timings["migration"] = cells_job.result()

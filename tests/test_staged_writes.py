@@ -3,6 +3,7 @@ by one INSERT … SELECT, store exactly what binding them from Python stores."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import sqlite3
 import tempfile
@@ -189,6 +190,8 @@ def test_a_failed_write_after_staged_rows_changes_nothing(tmp_path: Path, monkey
     small_shop(engine)
     refresh(engine, AS_OF)
     before = {t: stored(tmp_path / "pulse.db", t) for t in ("customer_features", "customer_scores")}
+    indexes = _indexes(tmp_path / "pulse.db")
+    assert {"ix_scores_var", "ix_scores_band_var", "ix_features_state"} <= {name for name, _ in indexes}
     calls = _count_staged(monkeypatch)
 
     def broken_cells(conn, day, cells):  # noqa: ANN001, ANN202 - after the staged inserts
@@ -199,8 +202,17 @@ def test_a_failed_write_after_staged_rows_changes_nothing(tmp_path: Path, monkey
         refresh(engine, AS_OF + dt.timedelta(days=1))
     assert len(calls) == 3
     assert {t: stored(tmp_path / "pulse.db", t) for t in before} == before  # rolled back
+    assert _indexes(tmp_path / "pulse.db") == indexes  # dropped for the write, back with the rollback
     assert not list(tmp_path.glob("pulse-stage-*"))
     monkeypatch.undo()
     monkeypatch.setattr(columnar, "STAGED_MIN_ROWS", 0)
     refresh(engine, AS_OF + dt.timedelta(days=1))  # the store and its connections still work
     assert {r["as_of"] for r in stored(tmp_path / "pulse.db", "customer_features")} == {("2024-04-01", "text")}
+    assert _indexes(tmp_path / "pulse.db") == indexes  # rebuilt after the rows, as they were
+
+
+def _indexes(path: Path) -> list[tuple[str, str]]:
+    """The secondary indexes of the features and scores tables, as SQLite stores them."""
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        return conn.execute("SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL "
+                            "AND tbl_name IN ('customer_features', 'customer_scores') ORDER BY name").fetchall()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -194,15 +194,15 @@ def load_pragmas(conn: Connection) -> Iterator[None]:
             raw.execute(f"PRAGMA {pragma}={int(value or 0)}")
 
 
-def defer_indexes(conn: Connection) -> list[Index]:
-    """On SQLite, drop the secondary indexes of empty canonical tables (rebuilt by
+def defer_indexes(conn: Connection, tables: Sequence[Table] = schema.CANONICAL_TABLES) -> list[Index]:
+    """On SQLite, drop the secondary indexes of those `tables` that are empty (rebuilt by
     `restore_indexes` before commit): a first big load then fills each B-tree once, in
     order, instead of inserting at random places (about 45% less work for orders).
-    Inside the load's transaction, so a failed load gets them back on rollback."""
+    Inside the caller's transaction, so a failed write gets them back on rollback."""
     if conn.dialect.name != "sqlite":
         return []
     dropped: list[Index] = []
-    for table in schema.CANONICAL_TABLES:
+    for table in tables:
         if not table.indexes or conn.execute(select(literal(1)).select_from(table).limit(1)).first():
             continue
         for index in sorted(table.indexes, key=lambda i: i.name):
