@@ -44,7 +44,8 @@ by less than 0.002 (0.741 either way); frequency and tenure already carry that s
   chosen by stratified 3-fold ROC-AUC on the c0 training set only (the test window is
   never used to choose).
 - Probabilities are calibrated with `CalibratedClassifierCV` (isotonic with enough of
-  both classes, else sigmoid).
+  both classes, else sigmoid), fitted on 3-fold out-of-fold predictions; one learner
+  fitted on all the rows scores (`ensemble=False`).
 - The scoring model is the same recipe fitted at c1 with labels in (c1, as_of]; it scores
   customers with features at as_of.
 Too little data for this (either class under `MIN_CLASS_COUNT` in a window, or no
@@ -486,7 +487,8 @@ KINDS = ("hgb", "logistic")
 
 def fit_calibrated(kind: str, X: pd.DataFrame, y: pd.Series, seed: int,
                    features: tuple[str, ...] | None = None) -> CalibratedClassifierCV:
-    """`make_estimator(kind)` with calibrated probabilities (3-fold CalibratedClassifierCV).
+    """`make_estimator(kind)` with calibrated probabilities (CalibratedClassifierCV: the
+    calibrator fitted on 3-fold out-of-fold predictions, one learner fitted on all rows).
 
     `features` defaults to the usable features of X; the fitted model's
     `feature_names_in_` records them.
@@ -495,7 +497,12 @@ def fit_calibrated(kind: str, X: pd.DataFrame, y: pd.Series, seed: int,
     minority = int(min(y.sum(), len(y) - y.sum()))
     method = "isotonic" if minority >= 500 else "sigmoid"
     folds = StratifiedKFold(n_splits=CV_FOLDS, shuffle=True, random_state=seed)
-    model = CalibratedClassifierCV(make_estimator(kind, seed, features), method=method, cv=folds)
+    # ensemble=False: one learner to predict with instead of one per fold, which predicts
+    # in a third of the time (the boosting at 1M generated orders: 0.15 s against 0.51 s);
+    # out of time, ROC-AUC and Brier score there were the same to the fourth decimal
+    # (0.9750, 0.0347), and on Olist no worse (boosting ROC-AUC 0.60 against 0.58)
+    model = CalibratedClassifierCV(make_estimator(kind, seed, features), method=method, cv=folds,
+                                   ensemble=False)
     return model.fit(X[list(features)], y.to_numpy())
 
 
@@ -699,7 +706,7 @@ def model_card(evaluation: Evaluation, history: History, *, final_customers: int
         "kind": e.kind,
         "learner": {"hgb": "HistGradientBoostingClassifier",
                     "logistic": "LogisticRegression"}[e.kind],
-        "calibration": f"CalibratedClassifierCV({e.calibration}, {CV_FOLDS}-fold)",
+        "calibration": f"CalibratedClassifierCV({e.calibration}, {CV_FOLDS}-fold, one learner)",
         "label": LABEL_DEFINITION.format(h=e.horizon_days),
         "horizon_days": e.horizon_days,
         "as_of": e.as_of.isoformat(),
