@@ -195,6 +195,23 @@ def test_predictions_are_calibrated_probabilities(shop: Engine, trained: churn.C
     assert abs(p.mean() - observed) < 0.1
 
 
+def test_fold_models_are_averaged_only_for_small_training_sets(monkeypatch) -> None:  # noqa: ANN001
+    rng = np.random.default_rng(3)
+    n = 900
+    X = pd.DataFrame({"orders": rng.integers(1, 6, n).astype(float), "revenue": rng.gamma(2.0, 50.0, n)})
+    y = pd.Series((rng.random(n) < 1 / (1 + X["orders"].to_numpy())).astype(int))
+    small = churn.fit_calibrated("logistic", X, y, seed=1, features=("orders", "revenue"))
+    assert small.ensemble and len(small.calibrated_classifiers_) == churn.CV_FOLDS
+    monkeypatch.setattr(churn, "ENSEMBLE_MAX_ROWS", n - 1)
+    big = churn.fit_calibrated("logistic", X, y, seed=1, features=("orders", "revenue"))
+    assert not big.ensemble and len(big.calibrated_classifiers_) == 1
+    p = churn.churn_probability(big, X)
+    assert ((p >= 0) & (p <= 1)).all()
+    # out-of-fold calibration still tracks the base rate, and ranks frequent buyers lower
+    assert abs(p.mean() - y.mean()) < 0.05
+    assert p[X["orders"].to_numpy() >= 4].mean() < p[X["orders"].to_numpy() == 1].mean()
+
+
 def test_too_few_returning_customers_is_not_trainable(default_store_url: str) -> None:
     engine = open_store(default_store_url)
     tables = synthetic_shop(customers=60, seed=5, buy_rate=1 / 2000)  # almost nobody returns
