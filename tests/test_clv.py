@@ -112,6 +112,26 @@ def test_rfm_summary_merges_same_day_and_cuts_at_observation_end() -> None:
         rfm_summary(tx, "c", "d", "v", "2024-01-15", calibration_end="2024-02-01")
 
 
+def test_rfm_summary_of_codes_in_order_equals_that_of_the_rows_shuffled() -> None:
+    # integer customer codes sorted by code and time (as the refresh passes them) take a
+    # path without hashing or sorting; shuffled, or as strings, they take pandas' own
+    rng = np.random.default_rng(4)
+    n = 5_000
+    tx = pd.DataFrame({"c": np.sort(rng.integers(0, 700, n) * 3),
+                       "d": pd.Timestamp("2024-01-01") + pd.to_timedelta(rng.integers(0, 200 * 24, n), unit="h"),
+                       "v": rng.gamma(2.0, 20.0, n).round(2)})
+    tx = tx.sort_values(["c", "d"], ignore_index=True)
+    fast = rfm_summary(tx, "c", "d", "v", "2024-06-30", calibration_end="2024-05-01")
+    shuffled = rfm_summary(tx.sample(frac=1.0, random_state=1), "c", "d", "v", "2024-06-30",
+                           calibration_end="2024-05-01")
+    as_text = rfm_summary(tx.assign(c=tx["c"].map("{:05d}".format)), "c", "d", "v", "2024-06-30",
+                          calibration_end="2024-05-01")
+    assert len(fast) > 600 and list(fast.index) == sorted(fast.index)
+    pd.testing.assert_frame_equal(fast, shuffled, rtol=1e-12)
+    np.testing.assert_allclose(fast.to_numpy(), as_text.to_numpy(), rtol=1e-12)
+    assert list(as_text.index) == [f"{c:05d}" for c in fast.index]
+
+
 # ---------------------------------------------------------------- published CDNOW estimates
 
 
