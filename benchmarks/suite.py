@@ -204,6 +204,8 @@ def summarise(stage: str, runs: list[dict[str, Any]], yard_s: float | None) -> d
         "rows_per_s": (rows / median) if rows and median else None,
         "ratio_to_yardstick": (median / yard_s) if median and yard_s else None,
         "target": TARGETS.get(stage),
+        # every run's seconds, memory and parts (the detail is the last run's)
+        "each": [{k: r.get(k) for k in ("seconds", "peak_rss_mb", "parts")} for r in runs],
         "detail": runs[-1],
     }
 

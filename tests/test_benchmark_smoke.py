@@ -36,6 +36,7 @@ def test_benchmark_runs_and_writes_json(tmp_path: Path) -> None:
     for name, stage in stages.items():
         assert "error" not in stage, (name, stage)
         assert stage["median_s"] > 0 and stage["peak_rss_mb"] > 10, name
+        assert len(stage["each"]) == stage["runs"] and stage["each"][-1]["seconds"] == stage["detail"]["seconds"]
     assert stages["load"]["detail"]["rows"] == 8000
     assert stages["load"]["rows_per_s"] > 0
     assert stages["features"]["ratio_to_yardstick"] > 0
