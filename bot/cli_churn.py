@@ -147,6 +147,9 @@ def _metrics_text(card: dict[str, Any]) -> str:
     ]
     for kind, auc in card["selection"]["cv_roc_auc"].items():
         rows.append((f"CV AUC {kind}", f"{auc:.4f}" + ("  ← chosen" if kind == card["kind"] else "")))
+    sampled = card["selection"].get("rows")
+    if sampled and sampled < m["train_customers"]:
+        rows.append(("CV rows", f"a stratified sample of {sampled:,} training customers"))
     rows.append(("seconds", f"{card['training_seconds']} training, {card['read_seconds']} reading"))
     width = max(len(k) for k, _ in rows)
     lines = [f"{k:<{width}}  {v}" for k, v in rows]

@@ -212,6 +212,32 @@ def test_fold_models_are_averaged_only_for_small_training_sets(monkeypatch) -> N
     assert p[X["orders"].to_numpy() >= 4].mean() < p[X["orders"].to_numpy() == 1].mean()
 
 
+def test_learners_are_compared_on_a_stratified_sample_of_a_big_training_set(monkeypatch) -> None:  # noqa: ANN001
+    rng = np.random.default_rng(5)
+    n = 3_000
+    X = pd.DataFrame({c: rng.gamma(2.0, 10.0, n) for c in churn.NUMERIC_FEATURES})
+    for c in churn.CATEGORICAL_FEATURES:
+        X[c] = rng.choice(["a", "b", "c"], n).astype(object)
+    y = pd.Series((rng.random(n) < 1 / (1 + X["orders"].to_numpy() / 20)).astype(int))
+    seen: list[tuple[int, float]] = []
+    real = churn.cross_val_score
+
+    def recording(estimator, X_, y_, **kw):  # noqa: ANN001, ANN202 - sklearn's own signature
+        seen.append((len(X_), float(np.mean(y_))))
+        return real(estimator, X_, y_, **kw)
+
+    monkeypatch.setattr(churn, "cross_val_score", recording)
+    monkeypatch.setattr(churn, "SELECTION_MAX_ROWS", 1_000)
+    kind, scores = churn.choose_kind(X, y, seed=2)
+    assert kind in churn.KINDS and set(scores) == set(churn.KINDS)
+    assert [size for size, _ in seen] == [1_000] * len(churn.KINDS)
+    assert all(abs(rate - y.mean()) < 0.002 for _, rate in seen)  # the churn rate kept
+    seen.clear()
+    monkeypatch.setattr(churn, "SELECTION_MAX_ROWS", n)
+    churn.choose_kind(X, y, seed=2)
+    assert [size for size, _ in seen] == [n] * len(churn.KINDS)
+
+
 def test_too_few_returning_customers_is_not_trainable(default_store_url: str) -> None:
     engine = open_store(default_store_url)
     tables = synthetic_shop(customers=60, seed=5, buy_rate=1 / 2000)  # almost nobody returns

@@ -82,6 +82,7 @@ def test_olist_out_of_time_auc(olist: Engine) -> None:
     assert 0 < m["brier"] < m["churn_rate"] * (1 - m["churn_rate"])  # beats the base rate
     assert m["lift_top_decile"] >= 1
     assert card["kind"] in card["selection"]["cv_roc_auc"]
+    assert card["selection"]["rows"] == m["train_customers"]  # fewer than SELECTION_MAX_ROWS: all of them
     assert "recency_days" not in card["features"] and "tenure_days" in card["features"]
     assert card["importance"][0]["importance"] > 0
 
