@@ -134,7 +134,7 @@ def _frames(data: Dataset, as_of: dt.date, segments: pd.DataFrame) -> dict[str, 
         "agg_cohorts": _cohorts(data, as_of),
         **_delivery(orders, reviews),
         **_payments(data, orders, segments),
-        "agg_concentration": _concentration(orders),
+        "agg_concentration": _concentration(data, orders),
     }
     return {t.name: _conform(out[t.name], t) for t in schema.FACT_TABLES}
 
@@ -220,9 +220,8 @@ def _purchases(data: Dataset, as_of: dt.date) -> pd.DataFrame:
     rn = np.arange(len(cust)) - np.repeat(starts, np.diff(np.r_[starts, len(cust)])) + 1
     return pd.DataFrame({
         "order_id": rows, "customer_id": cust, "ts": bought,  # µs: sorts like the timestamp
-        # object, not Arrow-backed strings: the many group-bys and filters below are faster
-        "state": pd.Series(data.state[cust], dtype=object),
-        "region": pd.Series(data.region[cust], dtype=object),
+        # the place as categoricals only (`gs`, `gr`): the names per customer are in `data`
+        # (two columns of ten million names took seconds of the facts' time, holding the GIL)
         "items_value": items, "freight_value": freight, "days": days, "days_late": days_late,
         "purchased_at": bought.view("datetime64[us]"), "revenue": items + freight,
         "heavy": (items > 0) & (freight > DEFAULT_HEAVY_RATIO * items), "rn": rn,
@@ -528,7 +527,7 @@ def _payments(data: Dataset, orders: pd.DataFrame, scores: pd.DataFrame) -> dict
     )
     segments = _unkey(segments.rename_axis(["state", "region", "segment"]).reset_index())
 
-    o = orders[["order_id", "customer_id", "purchased_at", "state", "region", "gs", "gr", "revenue"]].rename(
+    o = orders[["order_id", "customer_id", "purchased_at", "gs", "gr", "revenue"]].rename(
         columns={"revenue": "order_value"}
     )
     o["paid"] = paid_per_order[o["order_id"].to_numpy()]
@@ -542,9 +541,12 @@ def _payments(data: Dataset, orders: pd.DataFrame, scores: pd.DataFrame) -> dict
     )
     per_geo = _unkey(per_geo.rename_axis(["state", "region"]).reset_index())
     mismatches = o[o["mismatch"]].drop(columns=["mismatch", "mismatch_value"])
-    mismatches = mismatches.assign(  # the ids behind the codes
+    cust = mismatches["customer_id"].to_numpy(dtype=np.int64)
+    mismatches = mismatches.assign(  # the ids and places behind the codes
         order_id=_ids(data.order_id, mismatches["order_id"]),
         customer_id=_ids(data.customer_ids, mismatches["customer_id"]),
+        state=pd.Series(data.state[cust], index=mismatches.index, dtype=object),
+        region=pd.Series(data.region[cust], index=mismatches.index, dtype=object),
     )
     return {
         "agg_payments": cells, "agg_payment_segments": segments,
@@ -555,10 +557,12 @@ def _payments(data: Dataset, orders: pd.DataFrame, scores: pd.DataFrame) -> dict
 # --- concentration ----------------------------------------------------------------------
 
 
-def _concentration(orders: pd.DataFrame) -> pd.DataFrame:
-    per_customer = orders.groupby("customer_id").agg(
-        revenue=("revenue", "sum"), state=("state", "first"), region=("region", "first"),
-    )
+def _concentration(data: Dataset, orders: pd.DataFrame) -> pd.DataFrame:
+    revenue = orders.groupby("customer_id")["revenue"].sum()  # (customer codes)
+    codes = revenue.index.to_numpy(dtype=np.int64)
+    per_customer = pd.DataFrame({"revenue": revenue.to_numpy(),
+                                 "state": pd.Series(data.state[codes], dtype=object),
+                                 "region": pd.Series(data.region[codes], dtype=object)})
     rows = []
     for kind, value, group in _places(per_customer):
         values = group["revenue"].to_numpy(dtype=float)
