@@ -120,7 +120,7 @@ def rfm_summary(
     day0 = int(day.min()) if len(day) else 0
     span = int(day.max()) - day0 + 1 if len(day) else 1
     key = codes.astype(np.int64) * span + (day - day0)
-    if not _non_decreasing(key):  # (the refresh passes them sorted: 1.5 s saved at 10M orders)
+    if not _non_decreasing(key):  # (the refresh passes them sorted; an argsort of 10M keys: 0.7-3 s)
         order = np.argsort(key)
         key, value = key[order], value[order]
     codes, day = key // span, key % span + day0

@@ -221,7 +221,7 @@ def _purchases(data: Dataset, as_of: dt.date) -> pd.DataFrame:
     return pd.DataFrame({
         "order_id": rows, "customer_id": cust, "ts": bought,  # µs: sorts like the timestamp
         # the place as categoricals only (`gs`, `gr`): the names per customer are in `data`
-        # (two columns of ten million names took seconds of the facts' time, holding the GIL)
+        # (two columns of ten million names: 0.6-0.9 s of the facts' time at 10M orders)
         "items_value": items, "freight_value": freight, "days": days, "days_late": days_late,
         "purchased_at": bought.view("datetime64[us]"), "revenue": items + freight,
         "heavy": (items > 0) & (freight > DEFAULT_HEAVY_RATIO * items), "rn": rn,
