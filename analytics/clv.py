@@ -32,6 +32,7 @@ from scipy.special import betaln, digamma, expit, gammaln, hyp2f1
 from sklearn.exceptions import NotFittedError
 
 from analytics.errors import AnalyticsError
+from analytics.groups import run_starts
 
 __all__ = [
     "BetaGeoFitter",
@@ -181,10 +182,9 @@ def _sorted_factorize(values: pd.Series) -> tuple[np.ndarray, pd.Index]:
     array = values.to_numpy()
     if array.dtype.kind not in "iu" or not _non_decreasing(array):
         return pd.factorize(values, sort=True)
-    if not len(array):
-        return np.zeros(0, dtype=np.intp), pd.Index(array)
-    starts = np.r_[True, array[1:] != array[:-1]]
-    return np.cumsum(starts, dtype=np.intp) - 1, pd.Index(array[starts])
+    starts = run_starts(array)
+    codes = np.repeat(np.arange(len(starts), dtype=np.intp), np.diff(np.r_[starts, len(array)]))
+    return codes, pd.Index(array[starts])
 
 
 def _column(summary: pd.DataFrame, name: str) -> FloatArray:
