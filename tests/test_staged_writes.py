@@ -202,7 +202,7 @@ def test_a_failed_write_after_staged_rows_changes_nothing(tmp_path: Path, monkey
         refresh(engine, AS_OF + dt.timedelta(days=1))
     assert len(calls) == 3
     assert {t: stored(tmp_path / "pulse.db", t) for t in before} == before  # rolled back
-    assert _indexes(tmp_path / "pulse.db") == indexes  # dropped for the write, back with the rollback
+    assert _indexes(tmp_path / "pulse.db") == indexes  # as they were: the failed write left no trace
     assert not list(tmp_path.glob("pulse-stage-*"))
     monkeypatch.undo()
     monkeypatch.setattr(columnar, "STAGED_MIN_ROWS", 0)
