@@ -164,28 +164,3 @@ def test_key_index() -> None:
     more = hash_strings(pd.Series(["c", "d"], dtype="str"))
     assert index.first_time(more).tolist() == [False, True]
     assert index.lookup(more).tolist() == [2, -1]
-
-
-@pytest.mark.parametrize("spread", [True, False], ids=["hashes", "small-integers"])
-def test_key_index_matches_a_dict_as_it_grows(spread: bool) -> None:
-    rng = np.random.default_rng(3)
-    index, expected = KeyIndex(), {}
-    for chunk in range(12):  # the table grows several times over these chunks
-        if spread:
-            keys = rng.integers(0, 2**64, 5_000, dtype=np.uint64)
-        else:  # keys whose top bits are all zero still find their slots
-            keys = rng.integers(0, 40_000, 5_000).astype(np.uint64)
-        if chunk == 3:
-            keys[:2] = 0  # a missing id's hash: kept apart from the empty slots' zero
-        new = index.first_time(keys)
-        first = {}
-        for i, k in enumerate(keys.tolist()):
-            first.setdefault(k, i)
-        assert new.tolist() == [k not in expected and first[k] == i for i, k in enumerate(keys.tolist())]
-        values = rng.integers(0, 2**31 - 1, int(new.sum()))
-        index.add(keys[new], values)
-        expected.update(zip(keys[new].tolist(), values.tolist(), strict=True))
-        assert len(index) == len(expected)
-    probe = np.concatenate([np.fromiter(expected, dtype=np.uint64), rng.integers(0, 2**64, 2_000, dtype=np.uint64)])
-    assert index.lookup(probe).tolist() == [expected.get(k, -1) for k in probe.tolist()]
-    assert index.contains(probe).tolist() == [k in expected for k in probe.tolist()]

@@ -560,8 +560,6 @@ class _Categories:
 class _Seen(KeyIndex):
     """Keys of a child table (e.g. order_id, item_seq) seen so far, for duplicates."""
 
-    def __init__(self) -> None:
-        super().__init__(values=False)
 
     def first(self, keys: np.ndarray) -> np.ndarray:
         new = self.first_time(keys)
