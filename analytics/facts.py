@@ -36,6 +36,7 @@ from analytics.cohorts import cohort_cells
 from analytics.dataset import DAY_US, NAT, Dataset, codes_in, day_of, read_dataset, to_micros
 from analytics.filters import CUSTOMER_FACTS_META, FACTS_ALL_KEY, FACTS_META
 from analytics.finance import DEFAULT_HEAVY_RATIO, TOP_SHARES, gini, top_share, top_share_column
+from analytics.groups import DenseGroups
 from analytics.kpis import NO_CATEGORY
 from analytics.payments import MISMATCH_ABS, MISMATCH_REL
 from analytics.periods import end_of_day
@@ -294,39 +295,65 @@ def _unkey(frame: pd.DataFrame, cols: tuple[str, ...] = ("state", "region")) -> 
 
 
 def _monthly(orders: pd.DataFrame, reviews: pd.DataFrame) -> pd.DataFrame:
-    o = orders.assign(
-        month=_month_keys(orders["purchased_at"]),
-        with_items=orders["items_value"] > 0,
-        heavy_revenue=orders["revenue"].where(orders["heavy"], 0.0),
-        new_customers=orders["rn"] == 1,
-        new_revenue=orders["revenue"].where(orders["rn"] == 1, 0.0),
-        repeaters=orders["rn"] == 2,
-    )
+    revenue, rn = orders["revenue"].to_numpy(dtype=float), orders["rn"].to_numpy()
+    items, heavy = orders["items_value"].to_numpy(dtype=float), orders["heavy"].to_numpy(dtype=bool)
     # reviews per order and their score sum, by dataset row (order_id), in the reviews' order
     rows = reviews["order_id"].to_numpy(dtype=np.int64)
-    size = int(max(rows.max(initial=-1), o["order_id"].max())) + 1
-    at = o["order_id"].to_numpy(dtype=np.int64)
-    o["reviews"] = np.bincount(rows, minlength=size)[at].astype(float)
-    o["review_score"] = np.bincount(rows, weights=reviews["score"].to_numpy(dtype=float), minlength=size)[at]
-    keys = [o["month"], *_geo(o)]
-    g = o.groupby(keys).agg(
-        orders=("order_id", "size"), revenue=("revenue", "sum"), items_value=("items_value", "sum"),
-        freight=("freight_value", "sum"), with_items=("with_items", "sum"),
-        heavy_orders=("heavy", "sum"), heavy_revenue=("heavy_revenue", "sum"),
-        active_customers=("customer_id", "nunique"), new_customers=("new_customers", "sum"),
-        new_revenue=("new_revenue", "sum"), repeaters=("repeaters", "sum"),
-        reviews=("reviews", "sum"), review_score=("review_score", "sum"),
-    )
-    g = g.rename_axis(["month", "state", "region"]).reset_index()
+    at = orders["order_id"].to_numpy(dtype=np.int64)
+    size = int(max(rows.max(initial=-1), at.max(initial=-1))) + 1
+    scores = reviews["score"].to_numpy(dtype=float)
+    # (month first: a customer's purchases, in time order, then come in group order)
+    groups, keys = _groups({"month": _month_keys(orders["purchased_at"]), **_geo_columns(orders)})
+    g = pd.DataFrame({
+        **keys, "orders": groups.size(), "revenue": groups.sum(revenue), "items_value": groups.sum(items),
+        "freight": groups.sum(orders["freight_value"].to_numpy(dtype=float)),
+        "with_items": groups.count(items > 0), "heavy_orders": groups.count(heavy),
+        "heavy_revenue": groups.sum(np.where(heavy, revenue, 0.0)),
+        "active_customers": groups.nunique(orders["customer_id"].to_numpy()),
+        "new_customers": groups.count(rn == 1), "new_revenue": groups.sum(np.where(rn == 1, revenue, 0.0)),
+        "repeaters": groups.count(rn == 2),
+        "reviews": groups.sum(np.bincount(rows, minlength=size)[at]),
+        "review_score": groups.sum(np.bincount(rows, weights=scores, minlength=size)[at]),
+    })
     return _unkey(g.assign(month=g["month"].astype(str)))
 
 
 def _weekday_hour(orders: pd.DataFrame) -> pd.DataFrame:
-    ts = orders["purchased_at"]
-    g = orders.groupby([*_geo(orders), ts.dt.day_of_week.rename("weekday"), ts.dt.hour.rename("hour")]).agg(
-        orders=("order_id", "size"), revenue=("revenue", "sum"),
-    )
-    return _unkey(g.rename_axis(["state", "region", "weekday", "hour"]).reset_index())
+    ts = orders["ts"].to_numpy(dtype=np.int64)  # µs since 1970-01-01, a Thursday
+    day, time_of_day = np.divmod(ts, DAY_US)
+    groups, keys = _groups({
+        **_geo_columns(orders),
+        "weekday": pd.Categorical.from_codes((day + 3) % 7, categories=range(7)),  # Monday 0
+        "hour": pd.Categorical.from_codes(time_of_day // (DAY_US // 24), categories=range(24)),
+    })
+    g = pd.DataFrame({**keys, "orders": groups.size(), "revenue": groups.sum(orders["revenue"].to_numpy(dtype=float))})
+    return _unkey(g.astype({"weekday": np.int64, "hour": np.int64}))
+
+
+def _geo_columns(frame: pd.DataFrame) -> dict[str, pd.Series]:
+    """`_geo`'s keys by the names of the columns they become."""
+    return {key.name: key for key in _geo(frame)}
+
+
+def _groups(keys: dict[str, pd.Series | pd.Categorical]) -> tuple[DenseGroups, dict[str, pd.Series]]:
+    """The rows grouped by `keys` (categoricals, or values without missing ones) as pandas'
+    `groupby(keys)` groups them, and each key's value per group, by the key's name."""
+    codes, labels = [], []
+    for values in keys.values():
+        if isinstance(getattr(values, "dtype", None), pd.CategoricalDtype):
+            cat = values.array if isinstance(values, pd.Series) else values
+            code, names = cat.codes, cat.categories
+        else:
+            code, names = pd.factorize(values, sort=True)
+        if len(code) and code.min() < 0:
+            raise ValueError("a group key has missing values")
+        codes.append(np.asarray(code, dtype=np.int64))
+        numeric = pd.api.types.is_numeric_dtype(names.dtype)
+        labels.append(np.asarray(names) if numeric else np.asarray(names, dtype=object))
+    groups = DenseGroups(codes, [len(n) for n in labels])
+    # (names stay objects: pandas would make them its string dtype)
+    return groups, {name: pd.Series(lab[code], dtype=lab.dtype)
+                    for name, lab, code in zip(keys, labels, groups.keys(), strict=True)}
 
 
 def _categories(data: Dataset, orders: pd.DataFrame) -> pd.DataFrame:
@@ -342,16 +369,14 @@ def _categories(data: Dataset, orders: pd.DataFrame) -> pd.DataFrame:
     # an order counts once per category (state and region are the order's): the distinct
     # orders of a group are the sum of "first line of its order in this category"
     first = _first_of_pairs(items["order_id"].to_numpy(), items["category"].cat.codes.to_numpy())
-    items["order_once"] = first.astype(np.int64)
-    items["heavy_once"] = (first & items["heavy"].to_numpy()).astype(np.int64)
     items["heavy_revenue"] = items["revenue"].where(items["heavy"], 0.0)
-    g = items.groupby([*_geo(items), items["category"]]).agg(
-        orders=("order_once", "sum"), revenue=("revenue", "sum"), items_value=("price", "sum"),
-        freight=("freight_value", "sum"), heavy_orders=("heavy_once", "sum"),
-        heavy_revenue=("heavy_revenue", "sum"),
-    )
-    g = g.rename_axis(["state", "region", "category"]).reset_index()
-    return _unkey(g.assign(category=g["category"].astype(object)))
+    groups, keys = _groups({**_geo_columns(items), "category": items["category"]})
+    return _unkey(pd.DataFrame({
+        **keys, "orders": groups.count(first), "revenue": groups.sum(items["revenue"]),
+        "items_value": groups.sum(items["price"]), "freight": groups.sum(items["freight_value"]),
+        "heavy_orders": groups.count(first & items["heavy"].to_numpy(dtype=bool)),
+        "heavy_revenue": groups.sum(items["heavy_revenue"]),
+    }))
 
 
 def _first_of_pairs(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -510,22 +535,21 @@ def _payments(data: Dataset, orders: pd.DataFrame, scores: pd.DataFrame) -> dict
     pay = _join_on_codes(pay, orders, "order_id", ["customer_id", "gs", "gr"])
     inst = pd.to_numeric(pay["installments"]).astype(float)
 
-    keys = [*_geo(pay), pay["method"], inst.fillna(-1.0).rename("installments")]
-    cells = pay.groupby(keys).agg(payments=("order_id", "size"), value=("value", "sum"))
-    cells = _unkey(cells.rename_axis(["state", "region", "method", "installments"]).reset_index())
-    cells["method"] = cells["method"].astype(object)
+    value = pay["value"].to_numpy(dtype=float)
+    groups, keys = _groups({**_geo_columns(pay), "method": pay["method"],
+                            "installments": inst.fillna(-1.0).to_numpy()})
+    cells = _unkey(pd.DataFrame({**keys, "payments": groups.size(), "value": groups.sum(value)}))
     cells["installments"] = cells["installments"].where(cells["installments"] != -1.0)
 
     seg = _join_on_codes(pay.assign(
         inst=inst, inst_n=inst.notna(), multi=pay["value"].where(inst > 1, 0.0),
     ), scores, "customer_id", ["segment"])
-    seg["segment"] = seg["segment"].fillna("(none)")
-    segments = seg.groupby([*_geo(seg), seg["segment"]]).agg(
-        customers=("customer_id", "nunique"), payments=("order_id", "size"),
-        value=("value", "sum"), installments_sum=("inst", "sum"),
-        installments_n=("inst_n", "sum"), multi=("multi", "sum"),
-    )
-    segments = _unkey(segments.rename_axis(["state", "region", "segment"]).reset_index())
+    groups, keys = _groups({**_geo_columns(seg), "segment": seg["segment"].fillna("(none)")})
+    segments = _unkey(pd.DataFrame({
+        **keys, "customers": groups.nunique(seg["customer_id"].to_numpy()), "payments": groups.size(),
+        "value": groups.sum(seg["value"].to_numpy(dtype=float)), "installments_sum": groups.sum(seg["inst"]),
+        "installments_n": groups.count(seg["inst_n"]), "multi": groups.sum(seg["multi"]),
+    }))
 
     o = orders[["order_id", "customer_id", "purchased_at", "gs", "gr", "revenue"]].rename(
         columns={"revenue": "order_value"}
@@ -535,11 +559,11 @@ def _payments(data: Dataset, orders: pd.DataFrame, scores: pd.DataFrame) -> dict
     o["gap"] = o["difference"].abs()
     o["mismatch"] = (o["gap"] > MISMATCH_ABS) & (o["gap"] > MISMATCH_REL * o["order_value"].abs())
     o["mismatch_value"] = o["gap"].where(o["mismatch"], 0.0)
-    per_geo = o.assign(paid_orders=o["paid"].notna(), unpaid_orders=o["paid"].isna()).groupby(_geo(o)).agg(
-        paid_orders=("paid_orders", "sum"), unpaid_orders=("unpaid_orders", "sum"),
-        mismatched_orders=("mismatch", "sum"), mismatch_value=("mismatch_value", "sum"),
-    )
-    per_geo = _unkey(per_geo.rename_axis(["state", "region"]).reset_index())
+    groups, keys = _groups(_geo_columns(o))
+    per_geo = _unkey(pd.DataFrame({
+        **keys, "paid_orders": groups.count(o["paid"].notna()), "unpaid_orders": groups.count(o["paid"].isna()),
+        "mismatched_orders": groups.count(o["mismatch"]), "mismatch_value": groups.sum(o["mismatch_value"]),
+    }))
     mismatches = o[o["mismatch"]].drop(columns=["mismatch", "mismatch_value"])
     cust = mismatches["customer_id"].to_numpy(dtype=np.int64)
     mismatches = mismatches.assign(  # the ids and places behind the codes

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
+import pytest
 
+from analytics import groups as grouping
 from analytics.groups import group_order, run_bounds, run_starts
 
 
@@ -21,3 +24,34 @@ def test_group_order_is_stable_for_few_and_many_groups() -> None:
         order = group_order(number, groups)
         assert np.array_equal(number[order], np.sort(number))
         assert np.array_equal(order, np.argsort(number, kind="stable"))  # each group's rows in their order
+
+
+@pytest.mark.parametrize("sorted_rows", [True, False], ids=["runs", "any-order"])
+@pytest.mark.parametrize("max_cells", [grouping.DENSE_MAX_CELLS, 10], ids=["bincount", "unique"])
+def test_dense_groups_aggregate_as_pandas_groups(sorted_rows: bool, max_cells: int,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sizes, sums (NaN skipped), counts and distinct ids per group, and the groups' keys
+    in order, are those of pandas' group-by of categorical keys; ids counted from their
+    runs (rows in id order) and by sorting pairs (any order) alike."""
+    monkeypatch.setattr(grouping, "DENSE_MAX_CELLS", max_cells)
+    rng = np.random.default_rng(11)
+    n = 5_000
+    frame = pd.DataFrame({
+        "a": pd.Categorical.from_codes(rng.integers(0, 4, n), categories=["w", "x", "y", "z"]),
+        "b": pd.Categorical.from_codes(rng.integers(0, 7, n), categories=list("abcdefg")),
+        "id": rng.integers(0, 300, n), "v": rng.normal(size=n), "flag": rng.random(n) < 0.3,
+    })
+    frame.loc[rng.random(n) < 0.1, "v"] = np.nan
+    if sorted_rows:  # by id, each id's rows in group order (as purchases by customer and month)
+        frame = frame.sort_values(["id", "a", "b"], ignore_index=True)
+    dense = grouping.DenseGroups([frame["a"].cat.codes.to_numpy(), frame["b"].cat.codes.to_numpy()], [4, 7])
+    expected = frame.groupby(["a", "b"]).agg(size=("v", "size"), total=("v", "sum"), flags=("flag", "sum"),
+                                             ids=("id", "nunique"))
+    a_code, b_code = dense.keys()
+    assert len(dense) == len(expected)
+    assert list(zip(a_code.tolist(), b_code.tolist(), strict=True)) == [
+        (frame["a"].cat.categories.get_loc(a), frame["b"].cat.categories.get_loc(b)) for a, b in expected.index]
+    assert dense.size().tolist() == expected["size"].tolist()
+    np.testing.assert_allclose(dense.sum(frame["v"].to_numpy()), expected["total"].to_numpy(), rtol=1e-12)
+    assert dense.count(frame["flag"].to_numpy()).tolist() == expected["flags"].tolist()
+    assert dense.nunique(frame["id"].to_numpy()).tolist() == expected["ids"].tolist()
