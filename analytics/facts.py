@@ -455,13 +455,10 @@ def _delivery(orders: pd.DataFrame, reviews: pd.DataFrame) -> dict[str, pd.DataF
             bands.append(b.assign(place_kind=kind, place_value=value))
     bands = pd.concat(bands, ignore_index=True) if bands else pd.DataFrame()
 
-    counts = o.assign(
-        delivered=o["days"].notna(), with_estimate=o["days"].notna() & o["on_time"].notna(),
-    )
-    per_geo = counts.groupby(_geo(counts)).agg(
-        purchases=("order_id", "size"), delivered=("delivered", "sum"),
-        with_estimate=("with_estimate", "sum"),
-    )
+    groups, keys = _groups({"state": o["gs"], "region": o["gr"]})
+    has_days = o["days"].notna().to_numpy()
+    per_geo = {**keys, "purchases": groups.size(), "delivered": groups.count(has_days),
+               "with_estimate": groups.count(has_days & o["on_time"].notna().to_numpy())}
     rated = _join_on_codes(reviews, delivered[delivered["on_time"].notna()], "order_id",
                            ["on_time", "state", "region", "gs", "gr"])
     # `_purchases` rows come sorted by customer, time and order (order_id = row number)
@@ -469,25 +466,27 @@ def _delivery(orders: pd.DataFrame, reviews: pd.DataFrame) -> dict[str, pd.DataF
     first = ranked.drop_duplicates("customer_id").set_index("customer_id")
     first = first.assign(again=ranked.groupby("customer_id").size().reindex(first.index) >= 2)
     first = first[first["on_time"].notna()]
-    per_geo = per_geo.assign(
-        **_on_time_vs_late(rated, "score", size="reviews_{}", total="review_score_{}"),
-        **_on_time_vs_late(first, "again", size="first_{}", total="first_{}_again"),
-    )
-    per_geo = _unkey(per_geo.fillna(0).rename_axis(["state", "region"]).reset_index())
+    per_geo.update(_on_time_vs_late(groups, rated, "score", size="reviews_{}", total="review_score_{}"))
+    per_geo.update(_on_time_vs_late(groups, first, "again", size="first_{}", total="first_{}_again"))
+    per_geo = _unkey(pd.DataFrame(per_geo))
     return {"agg_delivery": per_geo, "agg_delivery_stats": stats, "agg_freight_bands": bands}
 
 
-def _on_time_vs_late(frame: pd.DataFrame, value: str, *, size: str, total: str) -> dict[str, pd.Series]:
-    """Per place, the rows of `frame` and the sum of their `value`, among the orders on time
-    and among the late ones: columns `size` and `total`, formatted with "on_time" and "late"
-    (`frame["on_time"]` must have no missing values)."""
-    on_time = frame["on_time"].astype(bool)
+def _on_time_vs_late(groups: DenseGroups, frame: pd.DataFrame, value: str, *, size: str,
+                     total: str) -> dict[str, np.ndarray]:
+    """Per place of `groups` (the purchases' state and region), the rows of `frame` and the
+    sum of their `value`, among the orders on time and among the late ones: columns `size`
+    and `total`, formatted with "on_time" and "late" (`frame["on_time"]` must have no
+    missing values; its `gs` and `gr` keys are the purchases')."""
+    on_time = frame["on_time"].to_numpy(dtype=bool)
+    codes = [frame["gs"].cat.codes.to_numpy(), frame["gr"].cat.codes.to_numpy()]
+    values = frame[value].to_numpy(dtype=float)
     out = {}
     for flag, name in ((True, "on_time"), (False, "late")):
-        rows = frame[on_time == flag]
-        g = rows.groupby(_geo(rows))[value].agg(["size", "sum"])
-        out[size.format(name)] = g["size"]
-        out[total.format(name)] = g["sum"]
+        rows = on_time == flag
+        at = [c[rows] for c in codes]
+        out[size.format(name)] = groups.of_other_rows(at)
+        out[total.format(name)] = groups.of_other_rows(at, values[rows])
     return out
 
 

@@ -45,10 +45,7 @@ class DenseGroups:
 
     def __init__(self, codes: Sequence[np.ndarray], sizes: Sequence[int]):
         self.sizes = tuple(int(s) for s in sizes)
-        rows = len(codes[0]) if len(codes) else 0
-        number = np.zeros(rows, dtype=np.int64)
-        for code, size in zip(codes, self.sizes, strict=True):
-            number = number * size + code
+        number = self._numbers(codes)
         cells = math.prod(self.sizes)
         if cells <= DENSE_MAX_CELLS:
             self.observed = np.flatnonzero(np.bincount(number, minlength=cells))
@@ -56,6 +53,27 @@ class DenseGroups:
         else:
             self.observed, self._number = np.unique(number, return_inverse=True)
             self._cells = len(self.observed)
+
+    def _numbers(self, codes: Sequence[np.ndarray]) -> np.ndarray:
+        number = np.zeros(len(codes[0]) if len(codes) else 0, dtype=np.int64)
+        for code, size in zip(codes, self.sizes, strict=True):
+            number = number * size + code
+        return number
+
+    def of_other_rows(self, codes: Sequence[np.ndarray], weights: np.ndarray | None = None) -> np.ndarray:
+        """Rows of another frame counted (with `weights`: their sum, NaN skipped) in these
+        groups: `codes` are its keys' codes, in the same order and ranges as these groups'
+        keys; rows of a group not among these are left out."""
+        number = self._numbers(codes)
+        if weights is not None:
+            weights = np.asarray(weights, dtype=np.float64)
+            weights = np.where(np.isnan(weights), 0.0, weights)
+        if self._cells != len(self.observed):  # dense numbers: the groups' cells picked out
+            return np.bincount(number, weights=weights, minlength=self._cells)[self.observed]
+        at = np.minimum(np.searchsorted(self.observed, number), max(len(self.observed) - 1, 0))
+        known = self.observed[at] == number if len(self.observed) else np.zeros(len(number), dtype=bool)
+        return np.bincount(at[known], weights=None if weights is None else weights[known],
+                           minlength=len(self.observed))
 
     def _tally(self, number: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
         counted = np.bincount(number, weights=weights, minlength=self._cells)

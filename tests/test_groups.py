@@ -55,3 +55,13 @@ def test_dense_groups_aggregate_as_pandas_groups(sorted_rows: bool, max_cells: i
     np.testing.assert_allclose(dense.sum(frame["v"].to_numpy()), expected["total"].to_numpy(), rtol=1e-12)
     assert dense.count(frame["flag"].to_numpy()).tolist() == expected["flags"].tolist()
     assert dense.nunique(frame["id"].to_numpy()).tolist() == expected["ids"].tolist()
+    # another frame's rows counted and summed in these groups: absent groups get zero, and
+    # rows of a group these do not have are left out
+    other = frame.sample(frac=0.4, random_state=2)
+    other = other[~((other["a"] == "w") & (other["b"] == "a"))]
+    codes = [other["a"].cat.codes.to_numpy(), other["b"].cat.codes.to_numpy()]
+    seen = other.groupby(["a", "b"]).agg(size=("v", "size"), total=("v", "sum")).reindex(expected.index, fill_value=0)
+    assert dense.of_other_rows(codes).tolist() == seen["size"].tolist()
+    np.testing.assert_allclose(dense.of_other_rows(codes, other["v"].to_numpy()), seen["total"].to_numpy(), rtol=1e-12)
+    few = grouping.DenseGroups([np.array([0, 3, 3]), np.array([0, 6, 6])], [4, 7])  # groups (0, 0), (3, 6)
+    assert few.of_other_rows([np.array([3, 1, 0, 3]), np.array([6, 1, 0, 6])]).tolist() == [1, 2]  # (1, 1) left out
