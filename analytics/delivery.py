@@ -181,18 +181,36 @@ def _none(x: float) -> float | None:
 
 
 def order_stats(df: pd.DataFrame) -> dict[str, float | None]:
-    days, on_time = df["days"], df["on_time"].dropna().astype(bool)
-    late = df.loc[df["days_late"] > 0, "days_late"]
+    on_time = df["on_time"]
+    present = on_time.notna().to_numpy()
+    return _order_stats(df["days"].to_numpy(dtype=float), on_time.to_numpy()[present].astype(bool),
+                        df["days_late"].to_numpy(dtype=float))
+
+
+def _order_stats(days: np.ndarray, on_time: np.ndarray, days_late: np.ndarray) -> dict[str, float | None]:
+    """`order_stats` of float days and days late (NaN: missing) and the on-time flags known,
+    with numpy on the arrays: the same floats as pandas' skipna mean, median and quantile
+    (grouped_stats calls it once per group, where a frame per group cost most of its time)."""
+    known = days[~np.isnan(days)]
+    late = days_late[days_late > 0]
     share = on_time.mean() if len(on_time) else np.nan
     return {
-        "orders": len(df),
-        "mean_days": _none(days.mean()),
-        "median_days": _none(days.median()),
-        "p90_days": _none(days.quantile(0.9)) if len(days) else None,
+        "orders": len(days),
+        "mean_days": _none(_mean(days)),
+        "median_days": _none(np.median(known)) if len(known) else None,
+        # (pandas asks np.percentile for 100 * q: 90.00000000000001)
+        "p90_days": _none(np.percentile(known, np.array([0.9]) * 100.0)[0]) if len(known) else None,
         "on_time_share": _none(share),
         "late_share": _none(1 - share),
-        "mean_days_late": _none(late.mean()),
+        "mean_days_late": _none(_mean(late)),
     }
+
+
+def _mean(values: np.ndarray) -> float:
+    """pandas' skipna mean: the sum with NaN as 0, over the values present."""
+    present = ~np.isnan(values)
+    count = int(present.sum())
+    return float(np.where(present, values, 0.0).sum() / count) if count else np.nan
 
 
 def grouped_stats(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
@@ -202,12 +220,15 @@ def grouped_stats(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     # read slices of three arrays: a frame per group was most of the time at 1M orders.
     number, names = _group_numbers(df, keys)
     order = group_order(number, len(names))
-    columns = {c: df[c].to_numpy()[order] for c in ("days", "on_time", "days_late")}
-    rows = [
-        {**dict(zip(keys, key if isinstance(key, tuple) else (key,), strict=True)),
-         **order_stats(pd.DataFrame({c: v[lo:hi] for c, v in columns.items()}))}
-        for key, (lo, hi) in zip(names, run_bounds(number[order]), strict=True)
-    ]
+    days = df["days"].to_numpy(dtype=float)[order]
+    days_late = df["days_late"].to_numpy(dtype=float)[order]
+    on_time = df["on_time"].to_numpy()[order]
+    known = pd.notna(on_time)
+    rows = []
+    for key, (lo, hi) in zip(names, run_bounds(number[order]), strict=True):
+        flags = on_time[lo:hi][known[lo:hi]].astype(bool)
+        rows.append({**dict(zip(keys, key if isinstance(key, tuple) else (key,), strict=True)),
+                     **_order_stats(days[lo:hi], flags, days_late[lo:hi])})
     out = pd.DataFrame(rows, columns=keys + STATS)
     out["orders"] = out["orders"].astype(int)
     return out.sort_values(["orders", keys[0]], ascending=[False, True], ignore_index=True)
@@ -230,34 +251,25 @@ def freight_bands(df: pd.DataFrame, bands: int) -> pd.DataFrame:
     """Orders in `bands` freight quantile bands (pd.qcut's, duplicate edges dropped; one band
     when every order pays the same freight): each band's freight range, orders, mean
     freight, on-time share (of the orders with an estimate) and mean delivery days."""
-    cols = FREIGHT_BAND_COLUMNS
     if df.empty:
-        return pd.DataFrame(columns=cols)
-    df = df[["freight", "on_time", "days"]]
+        return pd.DataFrame(columns=FREIGHT_BAND_COLUMNS)
+    freight = df["freight"].to_numpy(dtype=float)
+    band = np.zeros(len(df), dtype=np.int64)
     if df["freight"].nunique() > 1:
-        codes = pd.qcut(df["freight"], q=bands, labels=False, duplicates="drop")
+        known = ~np.isnan(freight)  # (an order without freight falls in no band)
+        band[known] = quantile_bands(freight[known], bands)
     else:  # a single freight value makes a single band
-        codes = pd.Series(0, index=df.index)
-    # on_time as 1.0 / 0.0 / NaN: its group means are the on-time shares of the orders
-    # with an estimate (the same figures as a per-group apply, without the Python loop)
-    g = df.assign(band=codes.astype(int) + 1, on_time=df["on_time"].astype(float)).groupby("band")
-    out = pd.DataFrame({
-        "freight_min": g["freight"].min(),
-        "freight_max": g["freight"].max(),
-        "orders": g.size(),
-        "mean_freight": g["freight"].mean(),
-        "on_time_share": g["on_time"].mean(),
-        "mean_days": g["days"].mean(),
-    }).reset_index()
-    return out[cols]
+        known = np.ones(len(df), dtype=bool)
+    return _band_table(band[known] + 1, bands + 1, freight[known], df["on_time"].to_numpy(dtype=float)[known],
+                       df["days"].to_numpy(dtype=float)[known])
 
 
 def freight_bands_by(df: pd.DataFrame, key: str, bands: int) -> list[tuple[object, pd.DataFrame]]:
     """(key value, its `freight_bands`) of each group of rows with the same `key` value, in
     sorted key order (a categorical key: its categories' order, unobserved ones left out;
     rows with a missing key too). Each group's bands are cut at its own quantiles, as
-    `freight_bands` cuts them; the rows of every group are grouped once by (group, band)
-    instead of once per group. Freight must have no missing values (the store's has none)."""
+    `freight_bands` cuts them, and every group's bands are counted at once. Freight must
+    have no missing values (the store's has none)."""
     keys = pd.Categorical(df[key])
     group = keys.codes.astype(np.int64)
     freight = df["freight"].to_numpy(dtype=float)
@@ -269,22 +281,48 @@ def freight_bands_by(df: pd.DataFrame, key: str, bands: int) -> list[tuple[objec
         rows = order[start:end]
         values = freight[rows]
         if group[rows[0]] >= 0 and values.min() != values.max():
-            band[rows] = pd.qcut(values, q=bands, labels=False, duplicates="drop")
-    # one integer key per (group, band): grouping by it is several times quicker than by the pair
+            band[rows] = quantile_bands(values, bands)
     known = group >= 0
-    key = group[known] * (bands + 1) + band[known] + 1
-    frame = pd.DataFrame({"freight": freight[known], "on_time": df["on_time"].to_numpy(dtype=float)[known],
-                          "days": df["days"].to_numpy(dtype=float)[known]})
-    g = frame.groupby(key, sort=True)
-    sizes = g.size()
-    out = pd.DataFrame({
-        "band": sizes.index.to_numpy() % (bands + 1), "freight_min": g["freight"].min().to_numpy(),
-        "freight_max": g["freight"].max().to_numpy(), "orders": sizes.to_numpy(),
-        "mean_freight": g["freight"].mean().to_numpy(), "on_time_share": g["on_time"].mean().to_numpy(),
-        "mean_days": g["days"].mean().to_numpy(),
-    })
-    owner = sizes.index.to_numpy() // (bands + 1)  # the group of each row of `out`, ascending
+    cell = group[known] * (bands + 1) + band[known] + 1  # one number per (group, band)
+    out = _band_table(cell, len(keys.categories) * (bands + 1), freight[known],
+                      df["on_time"].to_numpy(dtype=float)[known], df["days"].to_numpy(dtype=float)[known])
+    owner, out["band"] = np.divmod(out["band"].to_numpy(), bands + 1)  # each row's group, ascending
     return [(keys.categories[owner[lo]], out.iloc[lo:hi].reset_index(drop=True)) for lo, hi in run_bounds(owner)]
+
+
+def quantile_bands(values: np.ndarray, bands: int) -> np.ndarray:
+    """`pd.qcut(values, bands, labels=False, duplicates="drop")` of values without NaN that
+    are not all equal: the same edges (np.percentile, as pandas' quantiles take them) and
+    intervals (right-closed, the first one closed on both sides), without pandas' index
+    and categorical machinery around them."""
+    edges = np.unique(np.percentile(values, np.linspace(0, 1, bands + 1) * 100.0))
+    ids = np.searchsorted(edges, values, side="left")
+    ids[values == edges[0]] = 1
+    return ids - 1
+
+
+def _band_table(cell: np.ndarray, cells: int, freight: np.ndarray, on_time: np.ndarray,
+                days: np.ndarray) -> pd.DataFrame:
+    """The `FREIGHT_BAND_COLUMNS` of each cell number (0 <= cell < `cells`) that has rows, in
+    cell order (column "band": the cell): counted with np.bincount, where a pandas group-by
+    hashed every row; missing on-time flags (on_time as 1.0 / 0.0 / NaN) and days are left
+    out of their means."""
+    sizes = np.bincount(cell, minlength=cells)
+    seen = np.flatnonzero(sizes)
+
+    def mean(values: np.ndarray) -> np.ndarray:
+        present = ~np.isnan(values)
+        total = np.bincount(cell[present], weights=values[present], minlength=cells)[seen]
+        count = np.bincount(cell[present], minlength=cells)[seen]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
+    low, high = np.full(cells, np.nan), np.full(cells, np.nan)
+    np.fmin.at(low, cell, freight)  # (fmin and fmax skip NaN, as pandas' min and max do)
+    np.fmax.at(high, cell, freight)
+    out = pd.DataFrame({"band": seen, "freight_min": low[seen], "freight_max": high[seen], "orders": sizes[seen],
+                        "mean_freight": mean(freight), "on_time_share": mean(on_time), "mean_days": mean(days)})
+    return out[FREIGHT_BAND_COLUMNS]
 
 
 def _group_numbers(df: pd.DataFrame, keys: list[str]) -> tuple[np.ndarray, list]:

@@ -211,3 +211,31 @@ def test_grouped_stats_are_each_groups_order_stats(categorical: bool) -> None:
         assert len(got) == len(want) == {2: 12, 1: 3}[len(keys)]
         assert got[keys].isna().any().all()  # missing keys are groups of their own
         pd.testing.assert_frame_equal(got, want, check_exact=True)
+
+
+def test_freight_bands_are_pandas_qcut_bands() -> None:
+    """`quantile_bands` cuts as pd.qcut does (ties leaving duplicate edges dropped), and
+    `freight_bands` counts each band as pandas' group-by of the qcut codes: orders without
+    freight in no band, missing on-time flags and days left out of the means."""
+    import numpy as np
+
+    from analytics.delivery import freight_bands, quantile_bands
+
+    rng = np.random.default_rng(21)
+    for values in (rng.gamma(2.0, 10.0, 5_000).round(1), rng.choice([5.0, 5.0, 5.0, 9.5, 20.0], 999),
+                   np.array([1.0, 2.0]), np.array([3.0, 3.0, 3.0, 4.0]), rng.normal(size=7)):
+        for bands in (1, 4, 5, 10):
+            want = pd.qcut(values, bands, labels=False, duplicates="drop")
+            assert quantile_bands(values, bands).tolist() == want.tolist()
+    df = pd.DataFrame({"freight": rng.gamma(2.0, 10.0, 3_000).round(1),
+                       "on_time": rng.choice([1.0, 0.0, np.nan], 3_000), "days": rng.normal(12, 4, 3_000)})
+    df.loc[::17, "freight"] = np.nan
+    df.loc[::5, "days"] = np.nan
+    codes = pd.qcut(df["freight"], 5, labels=False, duplicates="drop")
+    g = df.assign(band=codes + 1).dropna(subset=["band"]).astype({"band": int}).groupby("band")
+    want = pd.DataFrame({"freight_min": g["freight"].min(), "freight_max": g["freight"].max(), "orders": g.size(),
+                         "mean_freight": g["freight"].mean(), "on_time_share": g["on_time"].mean(),
+                         "mean_days": g["days"].mean()}).reset_index()
+    got = freight_bands(df, 5)
+    assert got["orders"].sum() == df["freight"].notna().sum()
+    pd.testing.assert_frame_equal(got, want[got.columns], check_dtype=False, rtol=1e-12)
