@@ -455,7 +455,7 @@ def _delivery(orders: pd.DataFrame, reviews: pd.DataFrame) -> dict[str, pd.DataF
             bands.append(b.assign(place_kind=kind, place_value=value))
     bands = pd.concat(bands, ignore_index=True) if bands else pd.DataFrame()
 
-    groups, keys = _groups({"state": o["gs"], "region": o["gr"]})
+    groups, keys = _groups(_geo_columns(o))
     has_days = o["days"].notna().to_numpy()
     per_geo = {**keys, "purchases": groups.size(), "delivered": groups.count(has_days),
                "with_estimate": groups.count(has_days & o["on_time"].notna().to_numpy())}

@@ -1,5 +1,6 @@
 """Grouping rows by integer codes without hashing: the runs of equal values of a sorted
-array, and the rows put in group order by a stable sort."""
+array, the rows put in group order by a stable sort, and rows counted and summed per
+combination of several small codes (`DenseGroups`)."""
 
 from __future__ import annotations
 
