@@ -27,3 +27,11 @@ def test_arrow_strings_parse_as_python_strings(values: list[str | None]) -> None
         assert num.iloc[[0, 3, 9, 10, 11, 12]].tolist() == [1.5, 2.0, 1000.0, 2.0, 0.5, 5.0]
     else:
         assert not bad.any() and num.iloc[[0, 2, 3]].tolist() == [1.5, 3.0, -7.25]
+
+
+def test_an_odd_number_is_not_a_number_whatever_its_neighbours() -> None:
+    """"1_0" (which Python's float reads as 10) is refused in a chunk of plain numbers as in
+    a chunk with other bad values: its fate does not depend on the rows beside it."""
+    for values in (["1.5", "1_0", "2"], ["1.5", "1_0", "x"]):
+        num, bad = parse_numbers(pd.Series(values, dtype="str"))
+        assert bool(bad.iloc[1]) and np.isnan(num.iloc[1]) and num.iloc[0] == 1.5

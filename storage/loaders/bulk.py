@@ -64,8 +64,8 @@ _STAMP = b"0000-00-00 00:00:00.000000"  # SQLAlchemy's text of a datetime on SQL
 
 def sql_datetime_strings(values: pd.Series) -> pa.Array:
     """`sql_datetimes` as an Arrow string array, its digits written by numpy arithmetic:
-    100,000 stamps in about 10 ms, against about 80 ms through numpy's datetime text and
-    a Python string per value (five such columns in every chunk of orders)."""
+    200,000 stamps in 37-54 ms, against 169-197 ms through numpy's datetime text and a
+    Python string per value (five such columns in every chunk of orders)."""
     stamps = np.asarray(values.to_numpy(dtype="datetime64[us]")).view(np.int64)
     nat = stamps == np.iinfo(np.int64).min
     days, rest = np.divmod(np.where(nat, 0, stamps), 86_400_000_000)
