@@ -63,6 +63,12 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:  # noqa: ANN001 - DB-API conne
         "PRAGMA cache_size=-262144",
         "PRAGMA temp_store=MEMORY",
         "PRAGMA busy_timeout=60000",
+        # SQLite's own default, which Debian's build turns on: zeroing every freed page
+        # doubled the time the refresh spent replacing its million-row tables (their
+        # deletes 3.1 s against 1.1 s at 10M orders) and wrote those zeros to the WAL too.
+        # Nothing is kept from readers of the file by it: the rows deleted are
+        # recomputed from (or replaced by) rows the store still holds.
+        "PRAGMA secure_delete=OFF",
     ):
         cur.execute(pragma)
     cur.close()

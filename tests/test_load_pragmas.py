@@ -12,7 +12,8 @@ from storage.generate import generate_olist
 from storage.loaders import LoadError, load_path
 from storage.store import open_store
 
-STORE_SETTINGS = {"temp_store": 2, "mmap_size": 1 << 30, "cache_size": -262144, "threads": 0}  # storage/engine.py
+STORE_SETTINGS = {"temp_store": 2, "mmap_size": 1 << 30, "cache_size": -262144, "threads": 0,
+                  "secure_delete": 0}  # storage/engine.py
 
 
 def _settings(engine) -> dict[str, int]:  # noqa: ANN001 - Engine
