@@ -162,7 +162,7 @@ def _scorers(params: dict[str, Any]) -> tuple:
         from analytics.risk import default_scorers
     except Exception:  # noqa: BLE001 - the churn scorer may be absent in this checkout
         return ()
-    return default_scorers(seed=42)
+    return default_scorers(seed=42, retrain_after_days=int(params.get("retrain_after_days", 0)))
 
 
 def stage_refresh(params: dict[str, Any]) -> dict[str, Any]:
@@ -239,9 +239,16 @@ def stage_day_features(params: dict[str, Any]) -> dict[str, Any]:
             "cohorts": len(cohorts.cohorts)}
 
 
+def stage_day_refresh_kept(params: dict[str, Any]) -> dict[str, Any]:
+    """"day_refresh" with `analytics.churn_retrain_days` = 7: the churn model trained in
+    the last week scores the new day instead of being retrained for it."""
+    return stage_day_refresh({**params, "retrain_after_days": 7})
+
+
 def stage_day_refresh(params: dict[str, Any]) -> dict[str, Any]:
-    """The whole refresh (trained model) after "day_load", with the incremental read and
-    the as-of date moved to the new data, as the nightly refresh runs."""
+    """The whole refresh after "day_load", with the incremental read and the as-of date
+    moved to the new data, as the nightly refresh runs (the churn model is retrained for
+    the new data, unless `retrain_after_days` says otherwise)."""
     from analytics.refresh import refresh
     from storage.store import open_store
 
@@ -253,7 +260,21 @@ def stage_day_refresh(params: dict[str, Any]) -> dict[str, Any]:
     engine.dispose()
     return {"seconds": seconds, "rows": params.get("orders"), "customers": report.customers,
             "parts": {k: round(v, 3) for k, v in report.timings.items()}, "read": report.read,
-            "as_of": report.as_of.date.isoformat(), "scorer_errors": report.scorer_errors}
+            "as_of": report.as_of.date.isoformat(), "scorer_errors": report.scorer_errors,
+            "churn_model": _churn_model_use(engine_url=params["url"])}
+
+
+def _churn_model_use(engine_url: str) -> dict[str, Any] | None:
+    """Whether the last refresh trained the churn model or scored with a kept one."""
+    from analytics.risk import scoring_info
+    from storage.store import open_store
+
+    engine = open_store(engine_url)
+    try:
+        supervised = (scoring_info(engine) or {}).get("supervised") or {}
+    finally:
+        engine.dispose()
+    return {"trained_as_of": supervised.get("trained_as_of"), "reused": supervised.get("reused")}
 
 
 # --- answers and the digest -----------------------------------------------------------------
@@ -472,7 +493,7 @@ def stage_digest(params: dict[str, Any]) -> dict[str, Any]:
 STAGES = {
     "load": stage_load, "yardstick": stage_yardstick, "features": stage_features,
     "refresh": stage_refresh, "day_load": stage_day_load, "day_features": stage_day_features,
-    "day_refresh": stage_day_refresh,
+    "day_refresh": stage_day_refresh, "day_refresh_kept": stage_day_refresh_kept,
     "answers": stage_answers, "digest": stage_digest,
 }
 

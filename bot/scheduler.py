@@ -296,7 +296,8 @@ def default_scorers(settings: Settings) -> tuple:
 
     return tuple(make(settings.churn_horizon_days, settings.seed,
                       discount_rate=settings.discount_rate, risk_high=settings.risk_high,
-                      risk_medium=settings.risk_medium))
+                      risk_medium=settings.risk_medium,
+                      retrain_after_days=settings.churn_retrain_days))
 
 
 # --- listing ------------------------------------------------------------------------------

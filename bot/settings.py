@@ -35,6 +35,7 @@ class Settings:
     database_url: str = "sqlite:///pulse.db"
     as_of: str = "auto"
     churn_horizon_days: int = 90
+    churn_retrain_days: int = 0
     discount_rate: float = 0.10
     risk_high: float = 0.70
     risk_medium: float = 0.40
@@ -81,6 +82,7 @@ _TOML_KEYS: dict[tuple[str, str], str] = {
     ("store", "database_url"): "database_url",
     ("analytics", "as_of"): "as_of",
     ("analytics", "churn_horizon_days"): "churn_horizon_days",
+    ("analytics", "churn_retrain_days"): "churn_retrain_days",
     ("analytics", "discount_rate"): "discount_rate",
     ("analytics", "risk_high"): "risk_high",
     ("analytics", "risk_medium"): "risk_medium",
@@ -104,6 +106,7 @@ _ENV_KEYS: dict[str, str] = {
     "PULSE_DATABASE_URL": "database_url",
     "PULSE_AS_OF": "as_of",
     "PULSE_CHURN_HORIZON_DAYS": "churn_horizon_days",
+    "PULSE_CHURN_RETRAIN_DAYS": "churn_retrain_days",
     "PULSE_CURRENCY": "currency",
     "PULSE_OUTPUT_DIR": "output_dir",
     "SLACK_API_URL": "slack_api_url",
@@ -117,7 +120,7 @@ _ENV_KEYS: dict[str, str] = {
     "SLACK_APP_TOKEN": "slack_app_token",
 }
 
-_INT_FIELDS = {"churn_horizon_days", "min_group_customers", "seed", "slack_port",
+_INT_FIELDS = {"churn_horizon_days", "churn_retrain_days", "min_group_customers", "seed", "slack_port",
                "export_max_rows", "misfire_grace_seconds"}
 _FLOAT_FIELDS = {"discount_rate", "risk_high", "risk_medium"}
 _LIST_FIELDS = {"in_channel_commands", "export_allowed_users", "export_allowed_channels"}
@@ -169,6 +172,11 @@ def _validate(s: Settings) -> None:
         raise SettingsError(
             f"analytics.churn_horizon_days: {s.churn_horizon_days} is not accepted; "
             "use a number of days from 7 to 730."
+        )
+    if not 0 <= s.churn_retrain_days <= 365:
+        raise SettingsError(
+            f"analytics.churn_retrain_days: {s.churn_retrain_days} is not accepted; use a number "
+            "of days from 0 (retrain whenever the data or the as-of date change) to 365."
         )
     if not 0 <= s.discount_rate < 1:
         raise SettingsError(f"analytics.discount_rate: {s.discount_rate} is not accepted; use 0 to 0.99.")

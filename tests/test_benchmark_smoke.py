@@ -32,7 +32,7 @@ def test_benchmark_runs_and_writes_json(tmp_path: Path) -> None:
     assert report["store"] == "sqlite"
     stages = report["stages"]
     assert set(stages) == {"load", "yardstick", "features", "train", "refresh", "day_features",
-                           "day_refresh", "answers", "digest"}
+                           "day_refresh", "day_refresh_kept", "answers", "digest"}
     for name, stage in stages.items():
         assert "error" not in stage, (name, stage)
         assert stage["median_s"] > 0 and stage["peak_rss_mb"] > 10, name
@@ -42,10 +42,14 @@ def test_benchmark_runs_and_writes_json(tmp_path: Path) -> None:
     assert stages["features"]["ratio_to_yardstick"] > 0
     assert stages["features"]["detail"]["customers"] == stages["yardstick"]["detail"]["customers"]
     assert stages["refresh"]["detail"]["read"]["mode"] == "full"
-    for name in ("day_features", "day_refresh"):  # a day's export loaded, then read incrementally
+    for name in ("day_features", "day_refresh", "day_refresh_kept"):  # a day's export loaded, then read incrementally
         detail = stages[name]["detail"]
         assert detail["read"]["mode"] == "incremental", detail["read"]
         assert detail["read"]["orders_read"] == 2 * detail["day"]["new_orders"] == 60
+    # the nightly refresh retrains the churn model for the new day by default; with
+    # churn_retrain_days = 7 the model that refresh trained scores the next day
+    retrained, kept = (stages[s]["detail"]["churn_model"] for s in ("day_refresh", "day_refresh_kept"))
+    assert retrained["reused"] is None and kept["reused"].startswith(f"trained as of {retrained['trained_as_of']}")
     assert "median s" in proc.stdout and "JSON:" in proc.stdout
     # the throwaway store is removed; the generated data is kept for reuse
     assert not list((tmp_path / "work").glob("*.db*"))

@@ -289,6 +289,7 @@ def test_fingerprint_changes_with_the_data(tmp_path: Path, shop_tables) -> None:
 
 
 def test_refresh_retrains_only_when_the_data_changed(tmp_path: Path, shop_tables, monkeypatch) -> None:  # noqa: ANN001
+    """With no reuse window (churn_retrain_days = 0, the default): any change of the data retrains."""
     from analytics import risk
 
     engine = new_store(tmp_path, "r.db")
@@ -310,6 +311,61 @@ def test_refresh_retrains_only_when_the_data_changed(tmp_path: Path, shop_tables
     scorer.horizon_days = 60  # another horizon: retrain
     scorer(engine, None, None, AS_OF)
     assert len(calls) == 3 and load_card(engine, "churn")["horizon_days"] == 60
+
+
+def test_a_model_of_nearly_the_same_data_scores_for_a_week(tmp_path: Path, shop_tables,  # noqa: ANN001
+                                                           monkeypatch) -> None:
+    from sqlalchemy import func, select, update
+
+    from analytics import risk
+    from storage import schema
+
+    engine = new_store(tmp_path, "w.db")
+    insert(engine, shop_tables)
+    calls = []
+    real = risk.train_churn_model
+    monkeypatch.setattr(risk, "train_churn_model", lambda *a, **k: calls.append(1) or real(*a, **k))
+    assert risk.RiskScorer(HORIZON).retrain_after_days == risk.RETRAIN_AFTER_DAYS == 0  # off by default
+    scorer = risk.RiskScorer(HORIZON, seed=42, retrain_after_days=7)
+    scorer(engine, None, None, AS_OF)
+    card = load_card(engine, "churn")
+    orders = schema.orders
+    with engine.connect() as conn:
+        purchases = conn.execute(select(func.count()).select_from(orders).where(
+            orders.c.status.not_in(NON_PURCHASE_STATUSES))).scalar_one()
+    assert calls == [1] and card["data"]["purchases"] == purchases
+    assert scorer.last_run["supervised"]["reused"] is None
+
+    def run(as_of: dt.date) -> str | None:
+        scorer(engine, None, None, as_of)
+        return scorer.last_run["supervised"]["reused"]
+
+    with engine.begin() as conn:  # one order's value changed: the same purchases, the same start
+        conn.execute(text("UPDATE orders SET items_value = items_value * 2 WHERE order_id = 'o00003'"))
+    assert data_fingerprint(engine) != card["data_fingerprint"]
+    reused = run(AS_OF)
+    assert calls == [1] and reused.startswith(f"trained as of {AS_OF} (0 days earlier) on {purchases:,}")
+    later = run(AS_OF + dt.timedelta(days=6))
+    assert calls == [1] and "(6 days earlier)" in later and "+0.00% since" in later
+    assert load_card(engine, "churn")["version"] == card["version"]  # the stored model, unchanged
+    assert run(AS_OF + dt.timedelta(days=7)) is None and calls == [1, 1]  # a week on: retrained
+    assert load_card(engine, "churn")["as_of"] == (AS_OF + dt.timedelta(days=7)).isoformat()
+    assert run(AS_OF) is None and len(calls) == 3  # a model of a later date never scores earlier
+    assert run(AS_OF) is not None and len(calls) == 3
+
+    with engine.begin() as conn:  # the history starts earlier: retrained
+        conn.execute(update(orders).where(orders.c.order_id == "o00002")
+                     .values(purchased_at=dt.datetime(2001, 1, 1, 12)))
+    assert run(AS_OF) is None and len(calls) == 4
+    with engine.begin() as conn:  # over 5 % of the purchases canceled: retrained
+        ids = conn.execute(select(orders.c.order_id).where(orders.c.status.not_in(NON_PURCHASE_STATUSES))
+                           .order_by(orders.c.order_id.desc()).limit(purchases // 10)).scalars().all()
+        conn.execute(update(orders).where(orders.c.order_id.in_(ids)).values(status="canceled"))
+    assert run(AS_OF) is None and len(calls) == 5
+    scorer.horizon_days = 60  # another horizon: retrained whatever the date
+    assert run(AS_OF) is None and len(calls) == 6
+    with pytest.raises(ValueError, match="retrain_after_days"):
+        risk.RiskScorer(HORIZON, retrain_after_days=-1)
 
 
 @pytest.mark.parametrize("n", [0, 1, 2, 7, 5_000])

@@ -322,6 +322,27 @@ def test_model_command_shows_the_card(scored: Engine) -> None:
     assert figs["Version"] == card["version"]
     assert "2024-01-02" in answer.summary and "no purchase in the 90 days" in answer.summary
     assert any("days_per_order" in n for n in answer.notes)
+    assert any("retrains it whenever the data or the as-of date change" in n for n in answer.notes)
+    weekly = router(scored, churn_retrain_days=7).handle("/model")
+    rule = f"scores with it until its as-of date is 7 days past {card['as_of']}"
+    assert any(rule in n and "then retrains it" in n for n in weekly.notes)
+
+
+def test_model_command_says_the_last_refresh_scored_with_an_earlier_model(tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    engine = new_store(tmp_path, "m.db")
+    insert(engine, synthetic_shop())
+    weekly = risk.default_scorers(HORIZON, 42, retrain_after_days=7)
+    refresh(engine, AS_OF, scorers=weekly, k=2)
+    card = load_card(engine, "churn")
+    monkeypatch.setattr(risk, "train_churn_model", lambda *a, **k: pytest.fail("retrained"))
+    later = AS_OF + dt.timedelta(days=2)
+    report = refresh(engine, later, scorers=weekly, k=2)
+    assert not report.scorer_errors and report.as_of.date == later
+    assert get_meta(engine, risk.SCORING_META_KEY)["supervised"]["trained_as_of"] == AS_OF.isoformat()
+    notes = " ".join(router(engine, churn_retrain_days=7).handle("/model").notes)
+    assert (f"The last refresh (as of {later}) scored with it: trained as of {AS_OF} (2 days earlier)"
+            in notes), notes
+    assert load_card(engine, "churn")["version"] == card["version"]
 
 
 def test_commands_need_scores(default_store_url: str) -> None:

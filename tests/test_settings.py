@@ -36,11 +36,13 @@ def test_every_setting_is_in_the_file_with_a_comment() -> None:
 
 def test_environment_overrides_file_and_dotenv(tmp_path: Path) -> None:
     (tmp_path / ".env").write_text("PULSE_DATABASE_URL=sqlite:///from-dotenv.db\nSLACK_BOT_TOKEN=xoxb-dotenv\n")
-    s = load_settings(ROOT / "config" / "pulse.toml", env={"PULSE_CHURN_HORIZON_DAYS": "60"},
+    s = load_settings(ROOT / "config" / "pulse.toml", env={"PULSE_CHURN_HORIZON_DAYS": "60",
+                                                          "PULSE_CHURN_RETRAIN_DAYS": "7"},
                       dotenv=tmp_path / ".env")
     assert s.database_url == "sqlite:///from-dotenv.db"
     assert s.slack_bot_token == "xoxb-dotenv"
-    assert s.churn_horizon_days == 60
+    assert s.churn_horizon_days == 60 and s.churn_retrain_days == 7
+    assert load_settings(ROOT / "config" / "pulse.toml", env={}, dotenv=None).churn_retrain_days == 0
     s2 = load_settings(ROOT / "config" / "pulse.toml",
                        env={"PULSE_DATABASE_URL": "postgresql://u@h/db"}, dotenv=tmp_path / ".env")
     assert s2.database_url == "postgresql://u@h/db"
@@ -57,6 +59,8 @@ def test_tokens_never_in_repr() -> None:
         ({"PULSE_AS_OF": "yesterday"}, "PULSE_AS_OF"),
         ({"PULSE_CHURN_HORIZON_DAYS": "ninety"}, "PULSE_CHURN_HORIZON_DAYS"),
         ({"PULSE_CHURN_HORIZON_DAYS": "3"}, "churn_horizon_days"),
+        ({"PULSE_CHURN_RETRAIN_DAYS": "-1"}, "churn_retrain_days"),
+        ({"PULSE_CHURN_RETRAIN_DAYS": "a week"}, "PULSE_CHURN_RETRAIN_DAYS"),
         ({"PULSE_DATABASE_URL": "mysql://x"}, "PULSE_DATABASE_URL"),
         ({"PULSE_PORT": "70000"}, "PULSE_PORT"),
     ],

@@ -9,6 +9,7 @@ import pandas as pd
 
 from analytics.errors import NotAvailable
 from analytics.model_store import load_card
+from analytics.risk import RETRAIN_AT_CHANGE, scoring_info
 from bot.answers import Answer, Figure, Table, fmt_int, fmt_num, fmt_pct
 from bot.router import Command, CommandContext
 
@@ -27,6 +28,7 @@ def handle(ctx: CommandContext, args: list[str]) -> Answer:
     as_of = None
     if churn is not None and churn.get("status") == "ok":
         summary, figures, tables, notes = _churn_card(churn)
+        notes.append(_retraining(ctx, churn))
         as_of = churn.get("as_of")
     elif churn is not None:
         summary = (f"The supervised churn model could not be trained: {churn.get('reason')}. "
@@ -83,9 +85,23 @@ def _churn_card(card: dict[str, Any]) -> tuple[str, list[Figure], list[Table], l
         "Never used (they restate the label, see analytics/churn.py): "
         + ", ".join(card.get("excluded_features", [])) + ".",
         f"Training took {card.get('training_seconds')} s; data fingerprint "
-        f"`{card.get('data_fingerprint')}` — the refresh retrains only when it changes.",
+        f"`{card.get('data_fingerprint')}`.",
     ]
     return summary, figures, tables, notes
+
+
+def _retraining(ctx: CommandContext, card: dict[str, Any]) -> str:
+    """When the refresh retrains this model, and whether the last refresh scored with it."""
+    days = ctx.settings.churn_retrain_days
+    rule = ("The refresh retrains it whenever the data or the as-of date change." if days == 0 else
+            f"The refresh scores with it until its as-of date is {days} days past "
+            f"{card.get('as_of')} or the purchases change by more than {RETRAIN_AT_CHANGE:.0%} "
+            "(`analytics.churn_retrain_days`), then retrains it.")
+    run = scoring_info(ctx.engine) or {}
+    last = run.get("supervised") or {}
+    if last.get("version") == card.get("version") and last.get("reused"):
+        rule += f" The last refresh (as of {run.get('as_of')}) scored with it: {last['reused']}."
+    return rule
 
 
 def _clv_table(card: dict[str, Any]) -> Table:
