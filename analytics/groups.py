@@ -105,7 +105,9 @@ class DenseGroups:
     def nunique(self, ids: np.ndarray) -> np.ndarray:
         """Distinct `ids` (non-negative integers) per group. Rows in order of id, each id's
         rows in group order (as purchases sorted by customer and time are, grouped by
-        month) are counted from their runs; other rows by a sort of (group, id) pairs."""
+        month) are counted from their runs; rows whose id falls in one group only (groups
+        of the customer's place and segment, say) by each id's group; other rows by a sort
+        of (group, id) pairs."""
         ids = np.asarray(ids, dtype=np.int64)
         number = self._number
         if not len(ids):
@@ -114,5 +116,11 @@ class DenseGroups:
         if bool(np.all((ids[1:] > ids[:-1]) | (same_id & (number[1:] >= number[:-1])))):
             first = np.r_[True, ~same_id | (number[1:] != number[:-1])]
             return self._tally(number[first])
-        pairs = np.unique(number * (int(ids.max()) + 1) + ids)
-        return self._tally(pairs // (int(ids.max()) + 1))
+        span = int(ids.max()) + 1
+        if span <= 4 * len(ids):  # (ids dense enough for an array over them)
+            group_of = np.full(span, -1, dtype=np.int64)
+            group_of[ids] = number
+            if np.array_equal(group_of[ids], number):  # each id's rows in one group
+                return self._tally(group_of[group_of >= 0])
+        pairs = np.unique(number * span + ids)
+        return self._tally(pairs // span)

@@ -65,3 +65,29 @@ def test_dense_groups_aggregate_as_pandas_groups(sorted_rows: bool, max_cells: i
     np.testing.assert_allclose(dense.of_other_rows(codes, other["v"].to_numpy()), seen["total"].to_numpy(), rtol=1e-12)
     few = grouping.DenseGroups([np.array([0, 3, 3]), np.array([0, 6, 6])], [4, 7])  # groups (0, 0), (3, 6)
     assert few.of_other_rows([np.array([3, 1, 0, 3]), np.array([6, 1, 0, 6])]).tolist() == [1, 2]  # (1, 1) left out
+
+
+@pytest.mark.parametrize("max_cells", [grouping.DENSE_MAX_CELLS, 10], ids=["bincount", "unique"])
+def test_distinct_ids_whose_rows_fall_in_one_group_each(max_cells: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ids whose every row is in one group (customers grouped by their own place and
+    segment), in any row order, are counted by each id's group; one id in two groups, or
+    ids too sparse for an array over them, take the sort and count the same."""
+    monkeypatch.setattr(grouping, "DENSE_MAX_CELLS", max_cells)
+    rng = np.random.default_rng(5)
+    ids = rng.integers(0, 2_000, 30_000)
+    a_of, b_of = rng.integers(0, 5, 2_000), rng.integers(0, 6, 2_000)  # each id's own group
+    a, b = a_of[ids], b_of[ids]
+    expected = pd.DataFrame({"a": a, "b": b, "id": ids}).groupby(["a", "b"])["id"].nunique()
+    sort_calls = []
+    real_unique = np.unique
+    monkeypatch.setattr(grouping.np, "unique", lambda *x, **k: sort_calls.append(1) or real_unique(*x, **k))
+    dense = grouping.DenseGroups([a, b], [5, 6])
+    before = len(sort_calls)
+    assert dense.nunique(ids).tolist() == expected.tolist()
+    assert len(sort_calls) == before  # no sort of (group, id) pairs
+    b2 = b.copy()
+    b2[np.flatnonzero(ids == ids[0])[-1]] = (b_of[ids[0]] + 1) % 6  # one row of one id elsewhere
+    mixed = pd.DataFrame({"a": a, "b": b2, "id": ids}).groupby(["a", "b"])["id"].nunique()
+    assert grouping.DenseGroups([a, b2], [5, 6]).nunique(ids).tolist() == mixed.tolist()
+    sparse = ids * 1_000  # ids far apart: the pairs are sorted
+    assert dense.nunique(sparse).tolist() == expected.tolist()
