@@ -257,23 +257,19 @@ def stage_day_refresh(params: dict[str, Any]) -> dict[str, Any]:
     t0 = time.perf_counter()
     report = refresh(engine, None, scorers=scorers)
     seconds = time.perf_counter() - t0
+    churn_model = _churn_model_use(engine)
     engine.dispose()
     return {"seconds": seconds, "rows": params.get("orders"), "customers": report.customers,
             "parts": {k: round(v, 3) for k, v in report.timings.items()}, "read": report.read,
             "as_of": report.as_of.date.isoformat(), "scorer_errors": report.scorer_errors,
-            "churn_model": _churn_model_use(engine_url=params["url"])}
+            "churn_model": churn_model}
 
 
-def _churn_model_use(engine_url: str) -> dict[str, Any] | None:
+def _churn_model_use(engine) -> dict[str, Any]:  # noqa: ANN001 - Engine
     """Whether the last refresh trained the churn model or scored with a kept one."""
     from analytics.risk import scoring_info
-    from storage.store import open_store
 
-    engine = open_store(engine_url)
-    try:
-        supervised = (scoring_info(engine) or {}).get("supervised") or {}
-    finally:
-        engine.dispose()
+    supervised = (scoring_info(engine) or {}).get("supervised") or {}
     return {"trained_as_of": supervised.get("trained_as_of"), "reused": supervised.get("reused")}
 
 
