@@ -57,7 +57,7 @@ from analytics.snapshot import read_with_snapshot, snapshot_kept
 from storage import schema
 from storage.loaders.bulk import BulkWriter, sqlite_arrow
 from storage.loaders.context import defer_indexes, restore_indexes
-from storage.store import set_meta
+from storage.store import current_watermark, set_meta
 
 MODEL_VERSION = "rp1"  # bump when the feature, RFM or cluster rules change
 SCORER_COLUMNS = ("churn_prob", "churn_source", "p_alive", "expected_purchases",
@@ -148,15 +148,33 @@ def refresh(
 
     if full_read or not snapshot_kept(engine):
         start_readers(engine)  # the whole store will be read: its readers start meanwhile
-    if not isinstance(as_of, AsOf):
-        as_of = resolve_as_of(engine, fixed=as_of)
-    # taken before the store is read: data loaded in between then counts as new at the
-    # next refresh (the churn model is retrained for it) instead of as already seen
-    fingerprint = read_fingerprint(engine)
-    lap("as_of")
-
-    # one columnar read shared by features, scorers and facts
-    data, read = read_with_snapshot(engine, fingerprint, full=full_read)
+        as_of = _resolved(engine, as_of)
+        # taken before the store is read: data loaded in between then counts as new at the
+        # next refresh (the churn model is retrained for it) instead of as already seen
+        fingerprint = read_fingerprint(engine)
+        lap("as_of")
+        # one columnar read shared by features, scorers and facts
+        data, read = read_with_snapshot(engine, fingerprint, full=full_read)
+    else:
+        # The kept snapshot is mapped and brought up to date while the as-of date and the
+        # fingerprint (scans of whole tables: seconds at 10M orders) are worked out beside
+        # it. A load that finished meanwhile may be in one and not the others: then all three
+        # are taken again, one after the other as above.
+        watermark, asked = current_watermark(engine), as_of
+        ends: list[float] = []
+        with ThreadPoolExecutor(2, thread_name_prefix="pulse-early") as early:
+            as_of_job = early.submit(_resolved, engine, asked)
+            fingerprint_job = early.submit(read_fingerprint, engine)
+            for job in (as_of_job, fingerprint_job):
+                job.add_done_callback(lambda _: ends.append(time.perf_counter()))
+            data, read = read_with_snapshot(engine, fingerprint_job)
+            as_of, fingerprint = as_of_job.result(), fingerprint_job.result()
+        timings["as_of"] = max(ends) - clock  # (worked out beside the read: "read" includes it)
+        if current_watermark(engine) != watermark:
+            del data
+            as_of = _resolved(engine, asked)
+            fingerprint = read_fingerprint(engine)
+            data, read = read_with_snapshot(engine, fingerprint)
     lap("read")
     # the snapshots the digest's and /migration's spans start from, read in the background
     # (after the dataset: their reads would hold up its reader processes)
@@ -213,6 +231,10 @@ def refresh(
     lap("write")
     timings["write"] -= timings["facts_wait"]  # waited for inside the write, counted apart
     return report
+
+
+def _resolved(engine: Engine, as_of: AsOf | dt.date | None) -> AsOf:
+    return as_of if isinstance(as_of, AsOf) else resolve_as_of(engine, fixed=as_of)
 
 
 def _scores_table(rfm: pd.DataFrame, clusters: ClusterResult | None) -> pd.DataFrame:

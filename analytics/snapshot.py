@@ -42,6 +42,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import asdict, dataclass
 from functools import cached_property, partial
 from pathlib import Path
@@ -107,13 +108,14 @@ class ReadReport:
         return asdict(self)
 
 
-def read_with_snapshot(engine: Engine, fingerprint: DataFingerprint | None = None, *,
-                       full: bool = False) -> tuple[Dataset, ReadReport]:
+def read_with_snapshot(engine: Engine, fingerprint: DataFingerprint | Future[DataFingerprint] | None = None,
+                       *, full: bool = False) -> tuple[Dataset, ReadReport]:
     """The store's dataset (as `read_dataset`), read incrementally when a snapshot is kept
     (`full`: read the whole store and rewrite the snapshot).
 
-    `fingerprint` (read just before) is what the merged dataset is checked against;
-    without it, only the order and customer counts are."""
+    `fingerprint` (read just before, or being read beside: a future waited for when the
+    merged dataset is checked) is what the merged dataset is checked against; without it,
+    only the order and customer counts are."""
     folder = snapshot_folder(engine)
     if folder is None:
         watermark = current_watermark(engine)  # recorded: answers check it (analytics.asof)
@@ -138,6 +140,8 @@ def read_with_snapshot(engine: Engine, fingerprint: DataFingerprint | None = Non
             # a snapshot that does not fit the store's rows: read it all instead of failing
             data, mismatch = None, f"{type(exc).__name__}: {exc}"
         else:
+            if isinstance(fingerprint, Future):
+                fingerprint = fingerprint.result()
             mismatch = check(data, fingerprint if fingerprint is not None else _counts(engine))
         if data is not None and mismatch is None:
             report = ReadReport("incremental", f"{len(delta.cust):,} orders touched by loads after "

@@ -277,3 +277,35 @@ def test_new_rows_are_slotted_in_as_a_full_sort_would_put_them() -> None:
             return ids.take(pa.array(positions, type=pa.int64()))
 
         assert np.array_equal(_merged_order(cust, at, ids_at, n_kept, 60), order_by_time(cust, at, ids))
+
+
+def test_a_load_finished_while_the_fingerprint_is_taken_is_read_with_it(store: Engine, batches, monkeypatch) -> None:  # noqa: ANN001
+    """The incremental refresh takes the as-of date and the fingerprint beside its read;
+    when a load finishes meanwhile, all three are taken again, so the fingerprint the
+    refresh records is that of the data it read (and the churn model's retraining rule
+    sees the load)."""
+    from analytics import refresh as refresh_module
+    from analytics.refresh import data_fingerprint
+    from storage.store import get_meta
+
+    first, second = batches
+    load_path(store, first, "olist")
+    assert refresh(store).read["mode"] == "full"
+    calls = []
+
+    def fingerprint_with_a_load_beside(engine: Engine):  # noqa: ANN202
+        calls.append(1)
+        if len(calls) == 1:  # the first one: taken while a load finishes
+            taken = read_fingerprint(engine)
+            load_path(store, second, "olist")
+            return taken
+        return read_fingerprint(engine)
+
+    monkeypatch.setattr(refresh_module, "read_fingerprint", fingerprint_with_a_load_beside)
+    report = refresh(store)
+    assert len(calls) == 2 and report.read["watermark"] == 2
+    assert report.read["mode"] == "incremental" and report.read["orders_read"] == 100  # the second load's
+    monkeypatch.undo()
+    assert report.fingerprint == get_meta(store, "data_fingerprint") == data_fingerprint(store)
+    full = refresh(store, full_read=True)
+    assert (full.customers, full.as_of) == (report.customers, report.as_of)
