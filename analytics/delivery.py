@@ -34,7 +34,7 @@ from analytics.filters import (
     read_frame,
     require,
 )
-from analytics.groups import group_order, run_bounds
+from analytics.groups import DenseGroups, group_order, run_bounds
 from analytics.periods import day_number, elapsed_days, end_of_day
 from analytics.results import Result
 from storage import schema
@@ -304,23 +304,21 @@ def quantile_bands(values: np.ndarray, bands: int) -> np.ndarray:
 def _band_table(cell: np.ndarray, cells: int, freight: np.ndarray, on_time: np.ndarray,
                 days: np.ndarray) -> pd.DataFrame:
     """The `FREIGHT_BAND_COLUMNS` of each cell number (0 <= cell < `cells`) that has rows, in
-    cell order (column "band": the cell): counted with np.bincount, where a pandas group-by
+    cell order (column "band": the cell): counted by `DenseGroups`, where a pandas group-by
     hashed every row; missing on-time flags (on_time as 1.0 / 0.0 / NaN) and days are left
     out of their means."""
-    sizes = np.bincount(cell, minlength=cells)
-    seen = np.flatnonzero(sizes)
+    groups = DenseGroups([cell], [cells])
+    seen = groups.observed
 
     def mean(values: np.ndarray) -> np.ndarray:
-        present = ~np.isnan(values)
-        total = np.bincount(cell[present], weights=values[present], minlength=cells)[seen]
-        count = np.bincount(cell[present], minlength=cells)[seen]
+        count = groups.count(~np.isnan(values))
         with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+            return np.where(count > 0, groups.sum(values) / np.maximum(count, 1), np.nan)
 
     low, high = np.full(cells, np.nan), np.full(cells, np.nan)
     np.fmin.at(low, cell, freight)  # (fmin and fmax skip NaN, as pandas' min and max do)
     np.fmax.at(high, cell, freight)
-    out = pd.DataFrame({"band": seen, "freight_min": low[seen], "freight_max": high[seen], "orders": sizes[seen],
+    out = pd.DataFrame({"band": seen, "freight_min": low[seen], "freight_max": high[seen], "orders": groups.size(),
                         "mean_freight": mean(freight), "on_time_share": mean(on_time), "mean_days": mean(days)})
     return out[FREIGHT_BAND_COLUMNS]
 

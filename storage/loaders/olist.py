@@ -560,7 +560,6 @@ class _Categories:
 class _Seen(KeyIndex):
     """Keys of a child table (e.g. order_id, item_seq) seen so far, for duplicates."""
 
-
     def first(self, keys: np.ndarray) -> np.ndarray:
         new = self.first_time(keys)
         self.add(keys[new], np.zeros(int(new.sum()), dtype=np.int32))
