@@ -21,6 +21,13 @@ Safe by construction:
 - the snapshot is written on a thread while the refresh goes on, into a new folder that
   then replaces the old one; every file carries the generation's token, so a reader that
   meets two generations (a swap while it reads) reads the store instead.
+The orders later loads touched are kept apart, as a *delta* beside the snapshot (its
+`delta/` folder, with the snapshot's token and its own watermark), while they are at most
+`DELTA_MOST` of it: a nightly refresh then writes the day's few orders (and the earlier
+days' since the snapshot), not the whole dataset again (2 GB at 10M orders), and merges
+the delta in as it reads. A larger delta is merged into a new snapshot. A delta that is
+missing, unreadable or of another snapshot is left aside: the orders since the
+snapshot's own watermark are read instead.
 When more than a fifth of the kept orders were touched (a reload), the whole store is
 read: it is read columnar, the touched rows row by row.
 
@@ -74,6 +81,10 @@ FORMAT = 1  # bump when the files' layout or the Dataset's meaning changes
 # Above this share of the kept orders touched, the whole store is read instead (a read of
 # the touched rows goes row by row through the DB-API; a full read is columnar)
 MOST = 0.2
+# A delta of at most this share of the snapshot's orders (and of its customers) is kept
+# apart; a larger one is merged into a new snapshot
+DELTA_MOST = 0.1
+DELTA = "delta"  # the delta's folder, inside the snapshot's
 SNAPSHOT_ENV = "PULSE_SNAPSHOT_DIR"
 
 # Dataset fields kept per file: each file is one Arrow table of equal-length columns.
@@ -125,15 +136,16 @@ def read_with_snapshot(engine: Engine, fingerprint: DataFingerprint | Future[Dat
     wait_for_saves()
     kept, why = (None, "a full read was asked for") if full else load_snapshot(folder)
     data: Dataset | None = None
-    if kept is not None and kept[1] > watermark:
+    if kept is not None and kept.watermark > watermark:
         why = "the snapshot is newer than the store's loads"
-    elif kept is not None and (touched := touched_orders(engine, kept[1])) > MOST * kept[0].n_orders:
-        why = f"{touched:,} orders touched since run {kept[1]}: reading them all is quicker"
+    elif kept is not None and (touched := touched_orders(engine, kept.watermark)) > MOST * kept.files.n_orders:
+        why = f"{touched:,} orders touched since run {kept.watermark}: reading them all is quicker"
     elif kept is not None:
-        delta = read_dataset(engine, since=kept[1])
+        new = read_dataset(engine, since=kept.watermark)
         why = None
         try:
-            data = merge(kept[0], delta)
+            delta = merge(kept.delta, new) if kept.delta is not None else new
+            data = merge(kept.files, delta)
         except SnapshotUnreadable as exc:  # a file damaged, or swapped while read
             data, why = None, str(exc)
         except (ValueError, IndexError, KeyError, pa.ArrowException) as exc:
@@ -144,16 +156,25 @@ def read_with_snapshot(engine: Engine, fingerprint: DataFingerprint | Future[Dat
                 fingerprint = fingerprint.result()
             mismatch = check(data, fingerprint if fingerprint is not None else _counts(engine))
         if data is not None and mismatch is None:
-            report = ReadReport("incremental", f"{len(delta.cust):,} orders touched by loads after "
-                                f"run {kept[1]}", len(delta.cust), watermark)
-            if len(delta.cust) or len(delta.customer_ids) or kept[1] != watermark:
-                _save_in_background(folder, data, watermark)
+            report = ReadReport("incremental", f"{len(new.cust):,} orders touched by loads after "
+                                f"run {kept.watermark}", len(new.cust), watermark)
+            if len(new.cust) or len(new.customer_ids) or kept.watermark != watermark:
+                if _small(delta, data):
+                    _save_in_background(folder / DELTA, delta, watermark, base=kept.files.token)
+                else:
+                    _save_in_background(folder, data, watermark)
             return data, report
         data, why = None, why or f"the snapshot does not match the store ({mismatch})"
-        del kept, delta
+        del kept, new
     data = read_dataset(engine)
     _save_in_background(folder, data, watermark)
     return data, ReadReport("full", why, len(data.cust), watermark)
+
+
+def _small(delta: Dataset, data: Dataset) -> bool:
+    """Whether `delta` is kept apart from a snapshot of `data` (see DELTA_MOST)."""
+    return (len(delta.cust) <= DELTA_MOST * len(data.cust)
+            and len(delta.customer_ids) <= DELTA_MOST * len(data.customer_ids))
 
 
 # --- merging ------------------------------------------------------------------------------
@@ -401,11 +422,11 @@ _SAVES_LOCK = threading.Lock()
 _SAVES: list[threading.Thread] = []
 
 
-def _save_in_background(folder: Path, data: Dataset, watermark: int) -> None:
+def _save_in_background(folder: Path, data: Dataset, watermark: int, *, base: str | None = None) -> None:
     """`save_snapshot` on a thread, while the refresh computes (the dataset is not changed
     after the read). Not a daemon: a command that ends waits for the files."""
     thread = threading.Thread(target=save_snapshot, args=(folder, data, watermark),
-                              name="pulse-snapshot", daemon=False)
+                              kwargs={"base": base}, name="pulse-snapshot", daemon=False)
     with _SAVES_LOCK:
         _SAVES[:] = [t for t in _SAVES if t.is_alive()]
         _SAVES.append(thread)
@@ -420,9 +441,10 @@ def wait_for_saves() -> None:
         thread.join()
 
 
-def save_snapshot(folder: Path, data: Dataset, watermark: int) -> bool:
+def save_snapshot(folder: Path, data: Dataset, watermark: int, *, base: str | None = None) -> bool:
     """Write `data` as the snapshot at `watermark` (whole or not at all); False when it
-    could not be written (the refresh goes on; the next one reads the whole store)."""
+    could not be written (the refresh goes on; the next one reads the whole store). With
+    `base` (a snapshot's token), `data` is that snapshot's delta, `folder` its DELTA folder."""
     started = time.perf_counter()
     try:
         folder.parent.mkdir(parents=True, exist_ok=True)
@@ -437,8 +459,8 @@ def save_snapshot(folder: Path, data: Dataset, watermark: int) -> bool:
                 with pa.OSFile(str(part / f"{file}.arrow"), "wb") as sink, \
                         pa.ipc.new_file(sink, table.schema) as writer:
                     writer.write_table(table)
-            (part / "meta.json").write_text(json.dumps({"format": FORMAT, "watermark": int(watermark),
-                                                        "token": token}))
+            meta = {"format": FORMAT, "watermark": int(watermark), "token": token}
+            (part / "meta.json").write_text(json.dumps(meta if base is None else {**meta, "base": base}))
             old = folder.with_name(folder.name + f".old-{uuid.uuid4().hex[:8]}")
             if folder.exists():
                 os.replace(folder, old)
@@ -508,12 +530,24 @@ def snapshot_kept(engine: Engine) -> bool:
     return folder is not None and (folder / "meta.json").exists()
 
 
-def load_snapshot(folder: Path) -> tuple[tuple[SnapshotFiles, int] | None, str]:
-    """(the kept snapshot's files and its watermark, or None; why not)."""
+@dataclass(frozen=True)
+class KeptSnapshot:
+    """A kept snapshot's files and, when one is kept, its delta's."""
+
+    files: SnapshotFiles
+    watermark: int  # every load up to this run is in the files and the delta
+    delta: SnapshotFiles | None = None
+
+    def dataset(self) -> Dataset:
+        """The kept dataset, the delta merged in."""
+        return self.files.dataset() if self.delta is None else merge(self.files, self.delta.dataset())
+
+
+def load_snapshot(folder: Path) -> tuple[KeptSnapshot | None, str]:
+    """(the kept snapshot with its delta, or None; why not)."""
     wait_for_saves()
-    try:
-        meta = json.loads((folder / "meta.json").read_text())
-    except (OSError, ValueError):
+    meta = _meta(folder)
+    if meta is None:
         return None, "no snapshot yet"
     if meta.get("format") != FORMAT:
         return None, "the snapshot is of another version"
@@ -522,7 +556,34 @@ def load_snapshot(folder: Path) -> tuple[tuple[SnapshotFiles, int] | None, str]:
         files.n_orders  # noqa: B018 - opens one file: a damaged or replaced one shows here
     except SnapshotUnreadable as exc:
         return None, str(exc)
-    return (files, int(meta["watermark"])), ""
+    watermark = int(meta["watermark"])
+    delta = _delta(folder / DELTA, files.token, watermark)
+    if delta is None:
+        return KeptSnapshot(files, watermark), ""
+    return KeptSnapshot(files, delta[1], delta[0]), ""
+
+
+def _delta(folder: Path, base: str, base_watermark: int) -> tuple[SnapshotFiles, int] | None:
+    """The snapshot's delta and its watermark, or None when there is none it can use (then
+    what it held is read from the store again)."""
+    meta = _meta(folder)
+    if meta is None or meta.get("format") != FORMAT or meta.get("base") != base:
+        return None
+    try:
+        watermark = int(meta["watermark"])
+        delta = SnapshotFiles(folder, str(meta.get("token")))
+        delta.n_orders  # noqa: B018 - as above
+    except (KeyError, TypeError, ValueError, SnapshotUnreadable):
+        return None
+    return (delta, watermark) if watermark >= base_watermark else None
+
+
+def _meta(folder: Path) -> dict[str, Any] | None:
+    try:
+        meta = json.loads((folder / "meta.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return meta if isinstance(meta, dict) else None
 
 
 def _to_arrow(name: str, values: Any) -> pa.Array:

@@ -13,10 +13,12 @@ import pyarrow as pa
 import pytest
 from sqlalchemy import Engine, delete, insert, select, update
 
+from analytics import snapshot as snapshot_module
 from analytics.dataset import Dataset, read_dataset
 from analytics.model_store import read_fingerprint
 from analytics.refresh import refresh
 from analytics.snapshot import (
+    DELTA,
     SNAPSHOT_ENV,
     current_watermark,
     load_snapshot,
@@ -29,6 +31,15 @@ from storage import schema
 from storage.generate import generate_olist
 from storage.loaders import load_path
 from storage.next_batch import next_batch
+
+
+@pytest.fixture(scope="module")
+def third(batches: tuple[Path, Path]) -> Path:
+    """A third export: other orders of the first changed (some also changed by the second)
+    and new ones."""
+    out = batches[0].parent / "third"
+    next_batch(batches[0], out, seed=9)
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -111,8 +122,8 @@ def test_second_load_is_read_incrementally_and_equals_a_full_read(store: Engine,
     assert (report.mode, report.orders_read) == ("incremental", 0)
     assert_same(again, full)
     kept, _ = load_snapshot(snapshot_folder(store))
-    assert kept is not None and kept[1] == 2
-    assert_same(kept[0].dataset(), full)
+    assert kept is not None and kept.watermark == 2
+    assert_same(kept.dataset(), full)
 
 
 def _tables(engine: Engine) -> dict[str, pd.DataFrame]:
@@ -173,8 +184,9 @@ def test_a_reload_of_everything_reads_the_whole_store(store: Engine, batches) ->
     # merged anyway, every kept row replaced (none kept) or none touched, from the snapshot's
     # files as from a dataset in memory: what a full read gives
     wait_for_saves()
-    files, run = load_snapshot(snapshot_folder(store))[0]
-    assert run == 2
+    kept = load_snapshot(snapshot_folder(store))[0]
+    files, run = kept.files, kept.watermark
+    assert run == 2 and kept.delta is None
     everything = read_dataset(store, since=0)
     assert len(everything.cust) == 1_500
     for old in (files, files.dataset()):
@@ -309,3 +321,75 @@ def test_a_load_finished_while_the_fingerprint_is_taken_is_read_with_it(store: E
     assert report.fingerprint == get_meta(store, "data_fingerprint") == data_fingerprint(store)
     full = refresh(store, full_read=True)
     assert (full.customers, full.as_of) == (report.customers, report.as_of)
+
+
+def test_the_orders_loaded_since_the_snapshot_are_kept_apart_as_a_delta(store: Engine, batches, third,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """While the orders touched since the snapshot are few, the read writes them (merged
+    with the delta before) as the snapshot's delta and leaves its files as they are; the
+    snapshot with the delta merged in is what a full read gives, load after load."""
+    monkeypatch.setattr(snapshot_module, "DELTA_MOST", 0.5)  # (the batches are a tenth of this small store)
+    first, second = batches
+    load_path(store, first, "olist")
+    read_with_snapshot(store, read_fingerprint(store))
+    wait_for_saves()
+    folder = snapshot_folder(store)
+    base_files = {f.name: f.read_bytes() for f in folder.glob("*.arrow")}
+    for run, batch in ((2, second), (3, third)):
+        load_path(store, batch, "olist")
+        data, report = read_with_snapshot(store, read_fingerprint(store))
+        assert (report.mode, report.orders_read, report.watermark) == ("incremental", 100, run)
+        full = read_dataset(store)
+        assert_same(data, full)
+        wait_for_saves()
+        kept, _ = load_snapshot(folder)
+        assert kept.watermark == run and kept.delta is not None
+        assert {f.name: f.read_bytes() for f in folder.glob("*.arrow")} == base_files  # not rewritten
+        assert_same(kept.dataset(), full)
+    # the delta holds both loads' orders: the second's and the third's, 200 less those both changed
+    assert 100 < kept.delta.n_orders < 200
+    again, report = read_with_snapshot(store, read_fingerprint(store))
+    assert (report.mode, report.orders_read) == ("incremental", 0)
+    assert_same(again, full)
+
+    # a delta that has grown past DELTA_MOST is merged into a new snapshot
+    monkeypatch.setattr(snapshot_module, "DELTA_MOST", 0.05)
+    load_path(store, second, "olist")  # (its orders touched again: stamped by run 4)
+    data, report = read_with_snapshot(store, read_fingerprint(store))
+    assert (report.mode, report.orders_read) == ("incremental", 100)
+    wait_for_saves()
+    kept, _ = load_snapshot(folder)
+    assert (kept.watermark, kept.delta) == (4, None) and not (folder / DELTA).exists()
+    assert_same(kept.dataset(), read_dataset(store))
+
+
+def test_a_delta_that_cannot_be_used_is_read_again_from_the_store(store: Engine, batches, third,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A damaged delta, or one of another snapshot, is left aside: the orders since the
+    snapshot's own watermark are read instead, and what is read equals a full read."""
+    monkeypatch.setattr(snapshot_module, "DELTA_MOST", 0.5)
+    first, second = batches
+    load_path(store, first, "olist")
+    read_with_snapshot(store)
+    load_path(store, second, "olist")
+    read_with_snapshot(store)
+    wait_for_saves()
+    folder = snapshot_folder(store)
+    delta_orders = (folder / DELTA / "orders.arrow").read_bytes()
+    load_path(store, third, "olist")
+    read_with_snapshot(store)  # a new delta (runs 2 and 3)
+    wait_for_saves()
+    (folder / DELTA / "orders.arrow").write_bytes(delta_orders)  # of the delta before: another generation
+    data, report = read_with_snapshot(store, read_fingerprint(store))
+    assert report.mode == "incremental"  # (not a full read)
+    assert report.orders_read > 100  # both loads' orders, read again since the snapshot's run 1
+    assert_same(data, read_dataset(store))
+
+    wait_for_saves()
+    meta = folder / DELTA / "meta.json"
+    meta.write_text(meta.read_text().replace('"base": "', '"base": "other-'))
+    kept, _ = load_snapshot(folder)
+    assert (kept.delta, kept.watermark) == (None, 1)
+    data, report = read_with_snapshot(store, read_fingerprint(store))
+    assert report.mode == "incremental" and report.orders_read > 100
+    assert_same(data, read_dataset(store))
