@@ -557,26 +557,23 @@ def load_snapshot(folder: Path) -> tuple[KeptSnapshot | None, str]:
         files.n_orders  # noqa: B018 - opens one file: a damaged or replaced one shows here
     except SnapshotUnreadable as exc:
         return None, str(exc)
-    watermark = int(meta["watermark"])
-    delta = _delta(folder / DELTA, files.token, watermark)
-    if delta is None:
-        return KeptSnapshot(files, watermark), ""
-    return KeptSnapshot(files, delta[1], delta[0]), ""
+    return _with_delta(KeptSnapshot(files, int(meta["watermark"]))), ""
 
 
-def _delta(folder: Path, base: str, base_watermark: int) -> tuple[SnapshotFiles, int] | None:
-    """The snapshot's delta and its watermark, or None when there is none it can use (then
-    what it held is read from the store again)."""
+def _with_delta(kept: KeptSnapshot) -> KeptSnapshot:
+    """`kept` with its delta and the delta's watermark, or as it is when it has none it can
+    use (what the delta held is then read from the store again)."""
+    folder = kept.files.folder / DELTA
     meta = _meta(folder)
-    if meta is None or meta.get("format") != FORMAT or meta.get("base") != base:
-        return None
+    if meta is None or meta.get("format") != FORMAT or meta.get("base") != kept.files.token:
+        return kept
     try:
         watermark = int(meta["watermark"])
         delta = SnapshotFiles(folder, str(meta.get("token")))
         delta.n_orders  # noqa: B018 - as above
     except (KeyError, TypeError, ValueError, SnapshotUnreadable):
-        return None
-    return (delta, watermark) if watermark >= base_watermark else None
+        return kept
+    return KeptSnapshot(kept.files, watermark, delta) if watermark >= kept.watermark else kept
 
 
 def _meta(folder: Path) -> dict[str, Any] | None:
