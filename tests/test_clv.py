@@ -371,6 +371,38 @@ def test_unidentified_fits_raise_convergence_error() -> None:
         BetaGeoFitter(max_iter=2).fit(toy_summary())
 
 
+@pytest.mark.realdata
+def test_a_warm_start_reaches_the_same_optimum_in_fewer_iterations(
+        summary: pd.DataFrame, bgf: BetaGeoFitter, ggf: GammaGammaFitter) -> None:
+    """Refitting on nearly the same customers (one in five hundred left out) from the last
+    fit's parameters: the cold fit's optimum, in fewer iterations."""
+    nearly = summary.drop(summary.index[::500])
+    for fitter, last in ((BetaGeoFitter, bgf), (GammaGammaFitter, ggf)):
+        cold = fitter().fit(nearly)
+        warm = fitter(init_params=last.params_).fit(nearly)
+        assert warm.params_ != last.params_  # it did refit
+        assert warm.n_iter_ < cold.n_iter_, fitter.__name__
+        assert warm.log_likelihood_ == pytest.approx(cold.log_likelihood_, rel=1e-10)
+        for name, value in cold.params_.items():
+            assert warm.params_[name] == pytest.approx(value, rel=1e-4), name
+
+
+@pytest.mark.realdata
+def test_a_warm_start_on_a_bound_or_unusable_is_handled(summary: pd.DataFrame, bgf: BetaGeoFitter) -> None:
+    # a start on a bound is moved inside it (else the fit could not leave it without
+    # looking stuck there), and the fit still finds the published optimum
+    for name, edge in (("a", 1e-6), ("b", 1e6), ("r", 1e6)):
+        refit = BetaGeoFitter(init_params={**bgf.params_, name: edge}).fit(summary)
+        assert refit.log_likelihood_ == pytest.approx(bgf.log_likelihood_, rel=1e-10), name
+        for key, value in bgf.params_.items():
+            assert refit.params_[key] == pytest.approx(value, rel=1e-4), (name, key)
+    # a start that does not name every parameter with a positive number: the default start
+    for bad in ({"r": 1.0}, {**bgf.params_, "a": float("nan")}, {**bgf.params_, "b": 0.0},
+                {**bgf.params_, "alpha": "1"}, {}):
+        refit = BetaGeoFitter(init_params=bad).fit(summary)
+        assert refit.params_ == bgf.params_ and refit.n_iter_ == bgf.n_iter_, bad
+
+
 def test_bad_input_and_unfitted_use_are_reported() -> None:
     with pytest.raises(ValueError, match="recency"):
         BetaGeoFitter().fit(pd.DataFrame({"frequency": [1], "recency": [9.0], "T": [5.0]}))

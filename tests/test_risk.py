@@ -226,6 +226,62 @@ def test_bgnbd_not_converging_keeps_the_supervised_model_and_says_so(
         predicted_clv_by(engine, "state")
 
 
+def test_the_next_clv_fit_starts_where_the_last_converged(default_store_url: str) -> None:
+    engine = open_store(default_store_url)
+    insert(engine, synthetic_shop())
+    scorer = risk.RiskScorer(HORIZON, 42)
+    earlier = AS_OF - dt.timedelta(days=14)
+    scorer(engine, None, None, earlier)
+    first = load_card(engine, "clv")
+    assert first["status"] == "ok" and first["warm_start"] == {"bgnbd": False, "gamma_gamma": False}
+    assert risk.fit_starts(first) == {"bgnbd": first["bgnbd"], "gamma_gamma": first["gamma_gamma"]}
+
+    out = scorer(engine, None, None, AS_OF).set_index("customer_id")  # two weeks of purchases later
+    second = load_card(engine, "clv")
+    assert second["warm_start"] == {"bgnbd": True, "gamma_gamma": True}
+    assert second["bgnbd"] != first["bgnbd"]
+    cold = probabilistic_scores(read_history(engine), AS_OF, HORIZON, 0.10)
+    assert cold.warm == {"bgnbd": False, "gamma_gamma": False}
+    for key in ("bgnbd", "gamma_gamma"):
+        assert second["iterations"][key] < cold.iterations[key], key
+        for name, value in cold.bgnbd.items() if key == "bgnbd" else cold.gamma_gamma.items():
+            assert second[key][name] == pytest.approx(value, rel=1e-4), (key, name)
+    assert len(out) == len(cold.scores) > 400
+    for col in ("p_alive", "expected_purchases", "expected_spend", "clv"):
+        np.testing.assert_allclose(out[col].astype(float), cold.scores.loc[out.index, col], rtol=1e-5,
+                                   err_msg=col)
+
+
+def test_fit_starts_only_from_a_converged_fit_in_days() -> None:
+    ok = {"status": "ok", "time_unit": "day", "bgnbd": {"r": 1.0, "alpha": 2.0, "a": 0.5, "b": 3.0},
+          "gamma_gamma": {"p": 5.0, "q": 4.0, "v": 100.0}}
+    assert risk.fit_starts(ok) == {"bgnbd": ok["bgnbd"], "gamma_gamma": ok["gamma_gamma"]}
+    assert risk.fit_starts({**ok, "status": "failed"}) == {}
+    assert risk.fit_starts({**ok, "time_unit": "week"}) == {}
+    assert risk.fit_starts({k: v for k, v in ok.items() if k != "time_unit"}) == {}
+    assert risk.fit_starts(None) == {}
+    assert risk.fit_starts({**ok, "gamma_gamma": None}) == {"bgnbd": ok["bgnbd"]}
+
+
+def test_a_warm_fit_that_fails_is_done_again_from_the_default_start(
+        scored: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    history = read_history(scored)
+    cold = probabilistic_scores(history, AS_OF, HORIZON, 0.10)
+
+    class WarmFails(clv_module.BetaGeoFitter):
+        def fit(self, summary, weights=None):  # noqa: ANN001, ANN202
+            if self.init_params is not None:
+                raise ConvergenceError("BG/NBD fit did not converge (test)")
+            return super().fit(summary, weights)
+
+    monkeypatch.setattr(risk, "BetaGeoFitter", WarmFails)
+    again = probabilistic_scores(history, AS_OF, HORIZON, 0.10,
+                                 {"bgnbd": cold.bgnbd, "gamma_gamma": cold.gamma_gamma})
+    assert again.warm == {"bgnbd": False, "gamma_gamma": True}
+    assert again.bgnbd == cold.bgnbd and again.iterations["bgnbd"] == cold.iterations["bgnbd"]
+    pd.testing.assert_series_equal(again.scores["p_alive"], cold.scores["p_alive"])
+
+
 # --- the at-risk list -------------------------------------------------------------------------------
 
 
