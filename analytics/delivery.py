@@ -275,13 +275,17 @@ def freight_bands_by(df: pd.DataFrame, key: str, bands: int) -> list[tuple[objec
     freight = df["freight"].to_numpy(dtype=float)
     if np.isnan(freight).any():
         raise ValueError("freight bands need the freight of every order")
-    band = np.zeros(len(df), dtype=np.int64)
     order = group_order(group, len(keys.categories))
-    for start, end in run_bounds(group[order]):
-        rows = order[start:end]
-        values = freight[rows]
-        if group[rows[0]] >= 0 and values.min() != values.max():
-            band[rows] = quantile_bands(values, bands)
+    # each group's freight gathered once, its rows side by side (in their order): the groups'
+    # slices are views, and their bands go back to the rows with one scatter
+    grouped, grouped_by = freight[order], group[order]
+    grouped_band = np.zeros(len(df), dtype=np.int64)
+    for start, end in run_bounds(grouped_by):
+        values = grouped[start:end]
+        if grouped_by[start] >= 0 and values.min() != values.max():
+            grouped_band[start:end] = quantile_bands(values, bands)
+    band = np.empty(len(df), dtype=np.int64)
+    band[order] = grouped_band
     known = group >= 0
     cell = group[known] * (bands + 1) + band[known] + 1  # one number per (group, band)
     out = _band_table(cell, len(keys.categories) * (bands + 1), freight[known],
@@ -308,17 +312,18 @@ def _band_table(cell: np.ndarray, cells: int, freight: np.ndarray, on_time: np.n
     hashed every row; missing on-time flags (on_time as 1.0 / 0.0 / NaN) and days are left
     out of their means."""
     groups = DenseGroups([cell], [cells])
-    seen = groups.observed
+    seen, size = groups.observed, groups.size()
 
     def mean(values: np.ndarray) -> np.ndarray:
-        count = groups.count(~np.isnan(values))
+        missing = np.isnan(values)
+        count = groups.count(~missing) if missing.any() else size  # (freight and days have none)
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(count > 0, groups.sum(values) / np.maximum(count, 1), np.nan)
 
     low, high = np.full(cells, np.nan), np.full(cells, np.nan)
     np.fmin.at(low, cell, freight)  # (fmin and fmax skip NaN, as pandas' min and max do)
     np.fmax.at(high, cell, freight)
-    out = pd.DataFrame({"band": seen, "freight_min": low[seen], "freight_max": high[seen], "orders": groups.size(),
+    out = pd.DataFrame({"band": seen, "freight_min": low[seen], "freight_max": high[seen], "orders": size,
                         "mean_freight": mean(freight), "on_time_share": mean(on_time), "mean_days": mean(days)})
     return out[FREIGHT_BAND_COLUMNS]
 

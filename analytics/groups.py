@@ -58,7 +58,8 @@ class DenseGroups:
     def _numbers(self, codes: Sequence[np.ndarray]) -> np.ndarray:
         number = np.zeros(len(codes[0]) if len(codes) else 0, dtype=np.int64)
         for code, size in zip(codes, self.sizes, strict=True):
-            number = number * size + code
+            number *= size  # (in place: no temporary of ten million numbers per key)
+            number += code
         return number
 
     def of_other_rows(self, codes: Sequence[np.ndarray], weights: np.ndarray | None = None) -> np.ndarray:
@@ -100,7 +101,9 @@ class DenseGroups:
     def sum(self, values: np.ndarray) -> np.ndarray:
         """The sum of `values` per group, missing values (NaN) skipped."""
         values = np.asarray(values, dtype=np.float64)
-        return self._tally(self._number, np.where(np.isnan(values), 0.0, values))
+        missing = np.isnan(values)
+        # (a copy with zeros only where a value is missing: most columns have none)
+        return self._tally(self._number, np.where(missing, 0.0, values) if missing.any() else values)
 
     def nunique(self, ids: np.ndarray) -> np.ndarray:
         """Distinct `ids` (non-negative integers) per group. Rows in order of id, each id's

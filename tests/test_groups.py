@@ -53,6 +53,10 @@ def test_dense_groups_aggregate_as_pandas_groups(sorted_rows: bool, max_cells: i
         (frame["a"].cat.categories.get_loc(a), frame["b"].cat.categories.get_loc(b)) for a, b in expected.index]
     assert dense.size().tolist() == expected["size"].tolist()
     np.testing.assert_allclose(dense.sum(frame["v"].to_numpy()), expected["total"].to_numpy(), rtol=1e-12)
+    whole = frame["v"].fillna(0.5)  # without a missing value (summed as they are, not copied)
+    np.testing.assert_allclose(dense.sum(whole.to_numpy()),
+                               whole.groupby([frame["a"], frame["b"]], observed=True).sum()
+                               .reindex(expected.index).to_numpy(), rtol=1e-12)
     assert dense.count(frame["flag"].to_numpy()).tolist() == expected["flags"].tolist()
     assert dense.nunique(frame["id"].to_numpy()).tolist() == expected["ids"].tolist()
     # another frame's rows counted and summed in these groups: absent groups get zero, and
