@@ -37,9 +37,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.cluster import KMeans, MiniBatchKMeans
 from sklearn.decomposition import PCA
-from sklearn.impute import SimpleImputer
 from sklearn.metrics import davies_bouldin_score, pairwise_distances
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
@@ -106,11 +106,31 @@ def behaviour_matrix(features: pd.DataFrame) -> pd.DataFrame:
     return frame[keep]
 
 
+class MedianImputer(TransformerMixin, BaseEstimator):
+    """Missing values (NaN) replaced by their column's median: the statistics and output of
+    scikit-learn's SimpleImputer(strategy="median") for columns that have values (the
+    behaviour matrix keeps only those), from np.nanmedian. SimpleImputer takes the median
+    of a masked array, which sorts it whole: 0.76 s against 0.14 s for a million customers
+    (1.5 s of a 10M-order refresh's clustering, under load)."""
+
+    def fit(self, X: np.ndarray, y: object = None) -> MedianImputer:
+        X = np.asarray(X, dtype=np.float64)
+        if X.ndim != 2 or not len(X) or np.isnan(X).all(axis=0).any():
+            raise ValueError("median imputation needs rows, and a value in every column")
+        self.statistics_ = np.nanmedian(X, axis=0)
+        self.n_features_in_ = X.shape[1]
+        return self
+
+    def transform(self, X: np.ndarray) -> np.ndarray:
+        X = np.asarray(X, dtype=np.float64)
+        return np.where(np.isnan(X), self.statistics_, X)
+
+
 def preprocessor() -> Pipeline:
     """log1p, median imputation, standardisation."""
     return Pipeline([
         ("log", FunctionTransformer(np.log1p)),
-        ("impute", SimpleImputer(strategy="median")),
+        ("impute", MedianImputer()),
         ("scale", StandardScaler()),
     ])
 

@@ -205,3 +205,26 @@ def test_distinct_rows_counts_exactly_up_to_the_cap() -> None:
     late = np.vstack([np.zeros((20_000, 3)), np.arange(30.0).reshape(10, 3)])
     assert cl.distinct_rows(late, at_most=11) == 11
     assert cl.distinct_rows(late[:20_004], at_most=11) == 5
+
+
+@pytest.mark.parametrize("n", [1_000_000, 1_001, 1_000, 8, 1])
+def test_median_imputer_is_sklearns_median_simple_imputer(n: int) -> None:
+    """The same statistics and output as SimpleImputer(strategy="median"), for odd and even
+    counts of values, ties and one row; a column without any value is refused (SimpleImputer
+    would drop it and change the matrix's shape)."""
+    from sklearn.impute import SimpleImputer
+
+    rng = np.random.default_rng(n)
+    x = np.log1p(rng.gamma(2.0, 10.0, (n, 5)))
+    x[:, 1] = np.round(x[:, 1], 1)  # ties
+    x[rng.random((n, 5)) < 0.3] = np.nan
+    x[0] = 1.5  # every column has a value
+    sk = SimpleImputer(strategy="median").fit(x)
+    ours = cl.MedianImputer().fit(x)
+    np.testing.assert_array_equal(ours.statistics_, sk.statistics_)
+    np.testing.assert_array_equal(ours.transform(x), sk.transform(x))
+    other = x[::-1] * 1.1  # fitted statistics applied to other rows
+    np.testing.assert_array_equal(ours.transform(other), sk.transform(other))
+    x[:, 3] = np.nan
+    with pytest.raises(ValueError, match="a value in every column"):
+        cl.MedianImputer().fit(x)
