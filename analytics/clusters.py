@@ -46,6 +46,8 @@ from sklearn.preprocessing import FunctionTransformer, StandardScaler
 from sklearn.utils import check_random_state
 from threadpoolctl import threadpool_limits
 
+from analytics.joins import join_by_customer
+
 K_RANGE = range(2, 11)
 SELECTION_SAMPLE = 10_000
 SILHOUETTE_SAMPLE = 4_000
@@ -191,7 +193,7 @@ def _cluster_customers(features: pd.DataFrame, seed: int, k: int | None) -> Clus
         "customer_id": features["customer_id"].to_numpy(),
         "cluster": labels,
         "cluster_name": pd.Series(labels, dtype=np.int64).map(names).astype(object),
-    }).merge(tiers, on="customer_id", how="left")
+    }).pipe(join_by_customer, tiers)
     return ClusterResult(
         k=int(k), knee_k=knee, seed=seed, features_used=tuple(x.columns), selection=selection,
         assignments=assignments, profiles=profiles, projection=projection,

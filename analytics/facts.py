@@ -37,6 +37,7 @@ from analytics.dataset import DAY_US, NAT, Dataset, codes_in, day_of, read_datas
 from analytics.filters import CUSTOMER_FACTS_META, FACTS_ALL_KEY, FACTS_META
 from analytics.finance import DEFAULT_HEAVY_RATIO, TOP_SHARES, gini, top_share, top_share_column
 from analytics.groups import DenseGroups
+from analytics.joins import join_by_customer
 from analytics.kpis import NO_CATEGORY
 from analytics.payments import MISMATCH_ABS, MISMATCH_REL
 from analytics.periods import end_of_day
@@ -177,8 +178,8 @@ def customer_facts_frame(features: pd.DataFrame, scores: pd.DataFrame) -> pd.Dat
     groups and sums of `write_customer_facts`' query, in memory. The refresh has both
     frames before it writes them, and the join in SQL costs 5 s at a million customers."""
     wanted = ["customer_id", "segment", "churn_source", "risk_band", "value_at_risk", "clv"]
-    joined = scores.reindex(columns=wanted).merge(
-        features[["customer_id", "state", "region", "orders", "revenue"]], on="customer_id")
+    joined = join_by_customer(scores.reindex(columns=wanted),
+                              features[["customer_id", "state", "region", "orders", "revenue"]], how="inner")
     orders = joined["orders"].to_numpy()
     joined = joined.assign(customers=1, buyers=(orders > 0).astype(np.int64),
                            repeaters=(orders >= 2).astype(np.int64),

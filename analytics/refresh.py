@@ -50,6 +50,7 @@ from analytics.clusters import ClusterResult, cluster_customers
 from analytics.columnar import StagedRows, staging_pays, start_readers, start_staging
 from analytics.facts import ComputedFacts, build_facts, compute_all_facts, customer_facts_frame
 from analytics.features import features_of
+from analytics.joins import join_by_customer, same_customers
 from analytics.migration import cells_since, start_earlier_reads, write_cells
 from analytics.model_store import DataFingerprint, read_fingerprint
 from analytics.rfm import rfm_scores
@@ -242,8 +243,7 @@ def _scores_table(rfm: pd.DataFrame, clusters: ClusterResult | None) -> pd.DataF
     if clusters is None:
         return table.assign(cluster=pd.Series(dtype="int64"), cluster_name=pd.Series(dtype=object),
                             tier=pd.Series(dtype=object))
-    return table.merge(clusters.assignments[["customer_id", "cluster", "cluster_name", "tier"]],
-                       on="customer_id", how="left")
+    return join_by_customer(table, clusters.assignments[["customer_id", "cluster", "cluster_name", "tier"]])
 
 
 def _merge_scorer(scores: pd.DataFrame, extra: pd.DataFrame) -> pd.DataFrame:
@@ -252,16 +252,16 @@ def _merge_scorer(scores: pd.DataFrame, extra: pd.DataFrame) -> pd.DataFrame:
     unknown = set(extra.columns) - {"customer_id", *SCORER_COLUMNS}
     if unknown:
         raise ValueError(f"returned columns not in customer_scores: {sorted(unknown)}")
-    if extra["customer_id"].duplicated().any():
-        raise ValueError("returned more than one row for a customer")
     kept = scores.drop(columns=[c for c in extra.columns if c != "customer_id" and c in scores.columns])
-    return kept.merge(extra, on="customer_id", how="left")
+    # (rows for the scores' customers in their order are one per customer, as the scores')
+    if not same_customers(kept, extra) and extra["customer_id"].duplicated().any():
+        raise ValueError("returned more than one row for a customer")
+    return join_by_customer(kept, extra)
 
 
 def _snapshot_rows(rfm: pd.DataFrame, features: pd.DataFrame) -> pd.DataFrame:
     """The segment snapshot of the as-of date (scorers never change a segment)."""
-    return rfm[["customer_id", "segment"]].merge(
-        features[["customer_id", "revenue", "state", "region"]], on="customer_id", how="left")
+    return join_by_customer(rfm[["customer_id", "segment"]], features[["customer_id", "revenue", "state", "region"]])
 
 
 def _timed(fn: Callable[..., Any], *args: Any) -> tuple[Any, float]:
