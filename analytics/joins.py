@@ -8,12 +8,15 @@ import pandas as pd
 KEY = "customer_id"
 
 
-def join_by_customer(left: pd.DataFrame, right: pd.DataFrame, how: str = "left") -> pd.DataFrame:
+def join_by_customer(left: pd.DataFrame, right: pd.DataFrame, how: str = "left", *,
+                     aligned: bool | None = None) -> pd.DataFrame:
     """`left.merge(right, on="customer_id", how=how)` for frames whose customer ids are
     unique: put side by side when both list the same customers in the same order (the
     refresh's features, RFM scores, clusters and scorers do), which compares the ids once
-    instead of hashing a million of them per join; else the merge itself."""
-    if set(left.columns) & set(right.columns) == {KEY} and same_customers(left, right):
+    instead of hashing a million of them per join; else the merge itself. `aligned`: that
+    comparison's answer (`same_customers`) when the caller has it already."""
+    if set(left.columns) & set(right.columns) == {KEY} and (
+            same_customers(left, right) if aligned is None else aligned):
         columns = {c: left[c].reset_index(drop=True) for c in left.columns}
         if left[KEY].dtype != right[KEY].dtype:  # ids as objects, as merge gives them then
             columns[KEY] = pd.Series(left[KEY].to_numpy(dtype=object), dtype=object)

@@ -254,9 +254,10 @@ def _merge_scorer(scores: pd.DataFrame, extra: pd.DataFrame) -> pd.DataFrame:
         raise ValueError(f"returned columns not in customer_scores: {sorted(unknown)}")
     kept = scores.drop(columns=[c for c in extra.columns if c != "customer_id" and c in scores.columns])
     # (rows for the scores' customers in their order are one per customer, as the scores')
-    if not same_customers(kept, extra) and extra["customer_id"].duplicated().any():
+    aligned = same_customers(kept, extra)
+    if not aligned and extra["customer_id"].duplicated().any():
         raise ValueError("returned more than one row for a customer")
-    return join_by_customer(kept, extra)
+    return join_by_customer(kept, extra, aligned=aligned)
 
 
 def _snapshot_rows(rfm: pd.DataFrame, features: pd.DataFrame) -> pd.DataFrame:
