@@ -13,7 +13,7 @@ another:
   report) and "clusters" (k selection, cluster profiles and a sample of the 2-D
   projection, for answers and charts without re-clustering);
 - the answer facts (`agg_*`, `analytics.facts`), computed on a thread while the clusters
-  and scorers run (they need only the dataset and the RFM segments);
+  (on another thread) and scorers run (they need only the dataset and the RFM segments);
 - `agg_migration`: the segment migration cells from the snapshots the digest's and
   `/migration`'s default spans start from to this snapshot (`analytics.migration`),
   computed on another thread beside them.
@@ -26,7 +26,9 @@ optional `version` attribute goes into the model version; with a true `uses_data
 attribute it is also passed ``dataset=`` (the store as read once by the refresh,
 `analytics.dataset.Dataset`) so that it need not read the store again, and with a true
 `uses_fingerprint` attribute ``fingerprint=`` (the `analytics.model_store.data_fingerprint`
-hash, from the same queries as the refresh's own summary). A scorer that raises, or
+hash, from the same queries as the refresh's own summary). A scorer with a false
+`uses_scores` attribute is passed ``scores=None`` and runs while the clusters are made on
+a thread beside it (its rows are still merged in its turn). A scorer that raises, or
 returns other columns, is reported in `RefreshReport.scorer_errors` and skipped; the
 rest of the refresh still completes.
 """
@@ -44,6 +46,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 from sqlalchemy import Engine, Table
+from threadpoolctl import threadpool_limits
 
 from analytics.asof import AsOf, resolve_as_of
 from analytics.clusters import ClusterResult, cluster_customers
@@ -64,7 +67,9 @@ MODEL_VERSION = "rp1"  # bump when the feature, RFM or cluster rules change
 SCORER_COLUMNS = ("churn_prob", "churn_source", "p_alive", "expected_purchases",
                   "expected_spend", "clv", "value_at_risk", "risk_band")
 PROJECTION_SAMPLE = 2_000
-OVERLAPPED = ("facts", "migration")  # timings of work done on a thread beside the other stages
+# timings of work done on a thread beside the other stages ("clusters_wait": how long the
+# clusters held up the refresh after the scorers that do not need them)
+OVERLAPPED = ("facts", "migration", "clusters")
 
 Scorer = Callable[[Engine, pd.DataFrame, pd.DataFrame, dt.date], pd.DataFrame]
 
@@ -193,28 +198,37 @@ def refresh(
     snapshot = _snapshot_rows(rfm, features)
     day = as_of.date.isoformat()
     feature_rows, snapshot_rows = features.assign(as_of=day), snapshot.assign(snapshot_date=day)
-    with _Writes(engine) as writes, ThreadPoolExecutor(2, thread_name_prefix="pulse-facts") as pool:
+    # (native libraries single-threaded while three threads work: see cluster_customers;
+    # set here once, so the threads' own limits, entered and left in any order, restore it)
+    with _Writes(engine) as writes, ThreadPoolExecutor(3, thread_name_prefix="pulse-facts") as pool, \
+            threadpool_limits(limits=1):
         # on SQLite, helper processes stage the features and the snapshot for the write now
         writes.stage(schema.customer_features, feature_rows)
         writes.stage(schema.segment_snapshots, snapshot_rows)
         facts_job = pool.submit(compute_all_facts, data, as_of.date, rfm[["customer_id", "segment"]])
         cells_job = pool.submit(_timed, cells_since, earlier_reads, snapshot)
-        clusters = cluster_customers(features, seed=seed, k=k) if len(features) else None
-        lap("clusters")
+        # the clusters are made on a thread too, while the scorers that do not read the
+        # scores table (the churn scorer) run on this one: neither waits for the other
+        clusters_job = pool.submit(_timed, cluster_customers, features, seed, k) if len(features) else None
+        outputs: dict[int, pd.DataFrame] = {}
+        for i, scorer in enumerate(scorers):
+            if not getattr(scorer, "uses_scores", True):
+                outputs[i] = _run_scorer(scorer, engine, features, None, as_of.date, data, fingerprint,
+                                         errors, lap)
+        clusters, timings["clusters"] = clusters_job.result() if clusters_job else (None, 0.0)
+        lap("clusters_wait")
         scores = _scores_table(rfm, clusters)
-        for scorer in scorers:
-            name = getattr(scorer, "__name__", type(scorer).__name__)
+        for i, scorer in enumerate(scorers):
+            extra = outputs[i] if i in outputs else _run_scorer(
+                scorer, engine, features, scores.copy(), as_of.date, data, fingerprint, errors, lap)
+            if extra is None:
+                continue
             try:
-                extra: dict[str, Any] = {}
-                if getattr(scorer, "uses_dataset", False):
-                    extra["dataset"] = data
-                if getattr(scorer, "uses_fingerprint", False):
-                    extra["fingerprint"] = fingerprint.digest
-                scores = _merge_scorer(scores, scorer(engine, features, scores.copy(), as_of.date, **extra))
-                versions.append(str(getattr(scorer, "version", name)))
-            except Exception as exc:  # noqa: BLE001 - a failing scorer must not stop the refresh
-                errors[name] = f"{type(exc).__name__}: {exc}"
-            lap(f"scorer:{name}")
+                scores = _merge_scorer(scores, extra)
+            except Exception as exc:  # noqa: BLE001 - rows that do not fit skip the scorer, not the refresh
+                errors[_scorer_name(scorer)] = f"{type(exc).__name__}: {exc}"
+            else:
+                versions.append(str(getattr(scorer, "version", _scorer_name(scorer))))
         k_fitted = clusters.k if clusters else 0
         model_version = "+".join([f"{MODEL_VERSION}-k{k_fitted}-s{seed}", *versions])[:64]
         report = RefreshReport(
@@ -232,6 +246,29 @@ def refresh(
     lap("write")
     timings["write"] -= timings["facts_wait"]  # waited for inside the write, counted apart
     return report
+
+
+def _scorer_name(scorer: Scorer) -> str:
+    return getattr(scorer, "__name__", type(scorer).__name__)
+
+
+def _run_scorer(scorer: Scorer, engine: Engine, features: pd.DataFrame, scores: pd.DataFrame | None,
+                day: dt.date, data: Any, fingerprint: DataFingerprint, errors: dict[str, str],
+                lap: Callable[[str], None]) -> pd.DataFrame | None:
+    """The scorer's rows (None when it raised: the error is recorded), its time as a lap."""
+    name = _scorer_name(scorer)
+    extra: dict[str, Any] = {}
+    if getattr(scorer, "uses_dataset", False):
+        extra["dataset"] = data
+    if getattr(scorer, "uses_fingerprint", False):
+        extra["fingerprint"] = fingerprint.digest
+    try:
+        out = scorer(engine, features, scores, day, **extra)
+    except Exception as exc:  # noqa: BLE001 - a failing scorer must not stop the refresh
+        errors[name] = f"{type(exc).__name__}: {exc}"
+        out = None
+    lap(f"scorer:{name}")
+    return out
 
 
 def _resolved(engine: Engine, as_of: AsOf | dt.date | None) -> AsOf:

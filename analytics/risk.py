@@ -243,6 +243,7 @@ class RiskScorer:
     __name__ = "churn_risk"
     uses_dataset = True  # the refresh passes the store it has read
     uses_fingerprint = True  # ... and the data fingerprint it has computed
+    uses_scores = False  # it reads the features and the store, not the scores (nor clusters)
 
     def __init__(self, horizon_days: int = 90, seed: int = 42, *, discount_rate: float = 0.10,
                  risk_high: float = 0.70, risk_medium: float = 0.40, retrain: bool = False,

@@ -151,6 +151,56 @@ def test_scorers_add_columns_in_order_and_failures_are_reported(default_store_ur
     assert scores["p_alive"].isna().all()
 
 
+def test_scorers_that_do_not_read_the_scores_run_while_the_clusters_are_made(default_store_url: str,
+                                                                          monkeypatch) -> None:  # noqa: ANN001
+    """A scorer with `uses_scores = False` gets no scores table and runs while the clusters
+    are made on a thread (the clusters here wait for it to start); its rows are merged in
+    its turn, so a later scorer still sees them and the clusters."""
+    import threading
+    import time
+
+    import analytics.refresh as R
+
+    engine = open_store(default_store_url)
+    small_shop(engine)
+    scorer_started = threading.Event()
+    seen = {}
+    real = R.cluster_customers
+
+    def clusters_waiting_for_the_scorer(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        seen["overlapped"] = scorer_started.wait(timeout=30)
+        seen["clusters_thread"] = threading.current_thread().name
+        return real(*args, **kwargs)
+
+    def churn(engine, features, scores, as_of):  # noqa: ANN001, ANN202
+        seen["churn_scores"] = scores
+        seen["churn_thread"] = threading.current_thread().name
+        scorer_started.set()
+        return pd.DataFrame({"customer_id": features["customer_id"], "churn_prob": 0.25, "risk_band": "low"})
+
+    churn.uses_scores = False
+    churn.version = "early-1"
+
+    def value(engine, features, scores, as_of):  # noqa: ANN001, ANN202
+        seen["value_columns"] = set(scores.columns)
+        return pd.DataFrame({"customer_id": scores["customer_id"], "value_at_risk": scores["churn_prob"] * 4})
+
+    value.version = "late-1"
+    monkeypatch.setattr(R, "cluster_customers", clusters_waiting_for_the_scorer)
+    started = time.perf_counter()
+    report = refresh(engine, AS_OF, scorers=[churn, value])
+    wall = time.perf_counter() - started
+    assert seen["overlapped"] is True
+    assert seen["churn_scores"] is None and seen["churn_thread"] != seen["clusters_thread"]
+    assert {"cluster", "tier", "churn_prob"} <= seen["value_columns"]
+    assert report.scorer_errors == {} and report.model_version.endswith("+early-1+late-1")
+    scores = rows(engine, schema.customer_scores)
+    assert (scores["value_at_risk"] == 1.0).all() and scores["cluster"].notna().all()
+    t = report.timings
+    assert t["clusters"] > 0 and t["clusters_wait"] >= 0
+    assert report.seconds == pytest.approx(wall, abs=0.25)  # "clusters" ran beside the scorer
+
+
 def test_slow_facts_are_waited_for_inside_the_write(default_store_url: str, monkeypatch) -> None:  # noqa: ANN001
     """The features and scores are written while the facts still compute; the facts are
     then written in the same transaction. The wait is timed apart from the write, and the
