@@ -42,7 +42,7 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import Connection, Engine, func, select
 
-from analytics.periods import day_number, end_of_day, month_is_partial
+from analytics.periods import end_of_day, month_is_partial
 from storage import schema
 from storage.store import current_watermark, get_meta
 
@@ -55,7 +55,6 @@ SPARSE_DAY_FRACTION = 1 / 30
 SPARSE_DAY_FLOOR = 2.0
 MAX_TAIL_DAYS = 7 * BASELINE_WEEKS
 MODES = ("auto", "fixed", "today")
-_EPOCH = dt.date(1970, 1, 1)
 
 
 @dataclass(frozen=True)
@@ -212,16 +211,17 @@ def _make(date: dt.date, mode: str, reason: str, data_start: dt.date | None,
 
 def _daily_counts(engine: Engine, since: dt.date, until: dt.date) -> pd.Series:
     """Orders placed per calendar day (any status), `since` to `until`, zero-filled."""
-    day = day_number(ORD.c.purchased_at)
-    stmt = (select(day.label("day"), func.count().label("n"))
-            .where(ORD.c.purchased_at >= dt.datetime.combine(since, dt.time.min),
-                   ORD.c.purchased_at < end_of_day(until))
-            .group_by(day))
+    days = [since + dt.timedelta(days=i) for i in range((until - since).days + 1)]
+    # one count per day, each a range of the purchase-time index: SQLite counts its entries
+    # without reading a row, where grouping by a day worked out from each order's time
+    # (julianday of its text) took 1.3-1.6 s over the 2.9M orders of 169 days at 10M
+    # orders, against 0.12-0.14 s
+    counts = [select(func.count()).where(ORD.c.purchased_at >= dt.datetime.combine(day, dt.time.min),
+                                         ORD.c.purchased_at < end_of_day(day)).scalar_subquery()
+              for day in days]
     with engine.connect() as conn:
-        found = dict(conn.execute(stmt).all())
-    start, stop = (since - _EPOCH).days, (until - _EPOCH).days
-    index = [_EPOCH + dt.timedelta(days=d) for d in range(start, stop + 1)]
-    return pd.Series([found.get(d, 0) for d in range(start, stop + 1)], index=index, dtype="int64")
+        found = conn.execute(select(*counts)).one() if counts else ()
+    return pd.Series([int(n) for n in found], index=days, dtype="int64")
 
 
 def _orders_after(engine: Engine, day: dt.date) -> int:

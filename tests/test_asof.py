@@ -260,3 +260,37 @@ def test_the_purchase_range_is_read_from_the_ends_of_the_index(store: Engine) ->
             plan = [row[-1] for row in conn.execute(text("EXPLAIN QUERY PLAN " + statements[-1]))]
         assert sum("SEARCH orders USING COVERING INDEX ix_orders_purchased" in p for p in plan) == 2, plan
         assert not any(p.startswith("SCAN orders") for p in plan), plan
+
+
+def test_daily_counts_cut_at_midnight_and_fill_empty_days(store: Engine) -> None:
+    """Each day's count is its own range of the purchase-time index: orders at 00:00:00 and
+    at 23:59:59.999999 fall on their own day, days without orders count 0, and SQLite
+    counts index entries without reading the orders' rows."""
+    from analytics.asof import _daily_counts
+
+    times = ["2024-03-01 00:00:00", "2024-03-01 23:59:59.999999", "2024-03-02 00:00:00",
+             "2024-03-04 12:00:00", "2024-03-04 12:00:00.5", "2024-02-29 23:59:59", "2024-03-05 00:00:00"]
+    with store.begin() as conn:
+        conn.execute(schema.orders.insert(), [
+            {"order_id": f"o{i}", "customer_id": f"c{i}", "purchased_at": pd.Timestamp(t).to_pydatetime(),
+             "status": "delivered", "items_value": 10.0, "freight_value": 0.0, "source": "test"}
+            for i, t in enumerate(times)])
+    statements: list[tuple] = []
+
+    def record(_conn, _cursor, statement, parameters, *_rest) -> None:  # noqa: ANN001
+        statements.append((statement, parameters))
+
+    event.listen(store, "before_cursor_execute", record)
+    try:
+        counts = _daily_counts(store, D(2024, 3, 1), D(2024, 3, 4))
+    finally:
+        event.remove(store, "before_cursor_execute", record)
+    expected = pd.Series(pd.to_datetime(times, format="ISO8601")).dt.date.value_counts()
+    assert list(counts.index) == [D(2024, 3, 1), D(2024, 3, 2), D(2024, 3, 3), D(2024, 3, 4)]
+    assert counts.tolist() == [int(expected.get(d, 0)) for d in counts.index] == [2, 1, 0, 2]
+    if store.dialect.name == "sqlite":
+        with store.connect() as conn:
+            statement, parameters = statements[-1]
+            plan = [row[-1] for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, parameters)]
+        assert not any(p.startswith("SCAN orders") for p in plan), plan
+        assert any("COVERING INDEX ix_orders_purchased" in p for p in plan), plan
