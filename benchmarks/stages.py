@@ -169,6 +169,7 @@ def stage_refresh(params: dict[str, Any]) -> dict[str, Any]:
     """The whole refresh (features, RFM, clusters, scorers, write). With `retrain` the churn
     model is trained (the model-training figure); without, the stored model is reused."""
     from analytics.refresh import refresh
+    from bot.memory import refresh_malloc
     from storage.store import open_store
 
     engine = open_store(params["url"])
@@ -177,8 +178,10 @@ def stage_refresh(params: dict[str, Any]) -> dict[str, Any]:
         if params.get("retrain") and hasattr(s, "retrain"):
             s.retrain = True
     t0 = time.perf_counter()
-    # the whole store read, as a first refresh (or `pulse refresh --full`) does
-    report = refresh(engine, _as_of(params), scorers=scorers, full_read=True)
+    # the whole store read, as a first refresh (or `pulse refresh --full`) does; malloc set
+    # as `pulse refresh` and the bot's refresh process set it
+    with refresh_malloc():
+        report = refresh(engine, _as_of(params), scorers=scorers, full_read=True)
     seconds = time.perf_counter() - t0
     engine.dispose()
     return {"seconds": seconds, "rows": params.get("orders"), "customers": report.customers,
@@ -250,12 +253,14 @@ def stage_day_refresh(params: dict[str, Any]) -> dict[str, Any]:
     moved to the new data, as the nightly refresh runs (the churn model is retrained for
     the new data, unless `retrain_after_days` says otherwise)."""
     from analytics.refresh import refresh
+    from bot.memory import refresh_malloc
     from storage.store import open_store
 
     engine = open_store(params["url"])
     scorers = _scorers(params)
     t0 = time.perf_counter()
-    report = refresh(engine, None, scorers=scorers)
+    with refresh_malloc():
+        report = refresh(engine, None, scorers=scorers)
     seconds = time.perf_counter() - t0
     churn_model = _churn_model_use(engine)
     engine.dispose()

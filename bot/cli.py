@@ -198,10 +198,12 @@ def refresh(ctx: Context, warm: str, full: bool) -> None:
 
 def _run_refresh(ctx: Context, warm: str = "defaults", *, full: bool = False) -> None:
     from analytics.refresh import refresh as run_refresh
+    from bot.memory import refresh_malloc
     from bot.scheduler import default_scorers
 
-    report = run_refresh(ctx.engine, as_of=ctx.settings.as_of_date(), seed=ctx.settings.seed,
-                         scorers=default_scorers(ctx.settings), full_read=full)
+    with refresh_malloc():
+        report = run_refresh(ctx.engine, as_of=ctx.settings.as_of_date(), seed=ctx.settings.seed,
+                             scorers=default_scorers(ctx.settings), full_read=full)
     click.echo(report.message)
     click.echo(f"  as of {report.as_of.date}: {report.as_of.reason}")
     if report.read:

@@ -280,9 +280,11 @@ def _refresh_here(engine: Engine, settings: Settings) -> tuple[str, int]:
     from analytics.refresh import refresh
     from analytics.weekly import record_risk, risk_summary
     from bot.digest import resolve_digest_place
+    from bot.memory import refresh_malloc
 
-    report = refresh(engine, as_of=settings.as_of_date(), seed=settings.seed,
-                     scorers=default_scorers(settings))
+    with refresh_malloc():
+        report = refresh(engine, as_of=settings.as_of_date(), seed=settings.seed,
+                         scorers=default_scorers(settings))
     for text in {"", *(d.filter for d in settings.digests)}:
         # No churn scores, or an unknown filter (the digest job reports that): nothing to note.
         with contextlib.suppress(AnalyticsError, ValueError):
