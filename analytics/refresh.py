@@ -210,7 +210,7 @@ def refresh(
         # the clusters are made on a thread too, while the scorers that do not read the
         # scores table (the churn scorer) run on this one: neither waits for the other
         clusters_job = pool.submit(_timed, cluster_customers, features, seed, k) if len(features) else None
-        outputs: dict[int, pd.DataFrame] = {}
+        outputs: dict[int, pd.DataFrame | None] = {}
         for i, scorer in enumerate(scorers):
             if not getattr(scorer, "uses_scores", True):
                 outputs[i] = _run_scorer(scorer, engine, features, None, as_of.date, data, fingerprint,

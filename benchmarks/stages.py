@@ -178,8 +178,8 @@ def stage_refresh(params: dict[str, Any]) -> dict[str, Any]:
         if params.get("retrain") and hasattr(s, "retrain"):
             s.retrain = True
     t0 = time.perf_counter()
-    # the whole store read, as a first refresh (or `pulse refresh --full`) does; malloc set
-    # as `pulse refresh` and the bot's refresh process set it
+    # the whole store read, as a first refresh (or `pulse refresh --full`) does, with malloc
+    # set as `pulse refresh` and the bot's refresh process set it
     with refresh_malloc():
         report = refresh(engine, _as_of(params), scorers=scorers, full_read=True)
     seconds = time.perf_counter() - t0

@@ -10,6 +10,10 @@ peak RSS, order rows per second and the ratio to the DuckDB yardstick (the same
 per-customer RFM features, quintile scores and monthly cohort matrix computed by DuckDB
 in memory from the same CSVs, in the same run).
 
+From 1M customers on, the machine's free memory is touched once before anything is timed
+(`benchmarks.warm_memory`; `--warm-memory`), so that no stage pays for the host backing
+memory the machine has never used.
+
 With a PostgreSQL URL a throwaway database is created on that server and dropped at
 the end; with no URL a SQLite file in the work folder is used (and removed unless
 `--keep-store`).
