@@ -200,7 +200,7 @@ def refresh(
     feature_rows, snapshot_rows = features.assign(as_of=day), snapshot.assign(snapshot_date=day)
     # (native libraries single-threaded while three threads work: see cluster_customers;
     # set here once, so the threads' own limits, entered and left in any order, restore it)
-    with _Writes(engine) as writes, ThreadPoolExecutor(3, thread_name_prefix="pulse-facts") as pool, \
+    with _Writes(engine) as writes, ThreadPoolExecutor(3, thread_name_prefix="pulse-beside") as pool, \
             threadpool_limits(limits=1):
         # on SQLite, helper processes stage the features and the snapshot for the write now
         writes.stage(schema.customer_features, feature_rows)

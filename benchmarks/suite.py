@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.stages import RESULT_TAG
-from benchmarks.warm_memory import warm_free_memory
+from benchmarks.warm_memory import meminfo_bytes, warm_free_memory
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGE_ORDER = ("load", "yardstick", "features", "train", "refresh", "day_features", "day_refresh",
@@ -309,12 +309,8 @@ def run_suite(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _memory_gb() -> float | None:
-    try:
-        with open("/proc/meminfo") as fh:
-            kb = int(fh.readline().split()[1])
-        return round(kb / 1024 / 1024, 1)
-    except (OSError, ValueError, IndexError):
-        return None
+    total = meminfo_bytes("MemTotal")
+    return None if total is None else round(total / 1024**3, 1)
 
 
 def _f(x: float | None, fmt: str) -> str:

@@ -28,16 +28,21 @@ RESERVE = 1536 << 20  # left untouched, for everything else running meanwhile
 GIB = 1 << 30
 
 
-def free_bytes(meminfo: str = "/proc/meminfo") -> int | None:
-    """MemFree in bytes (None where /proc/meminfo is not there to read)."""
+def meminfo_bytes(field: str, meminfo: str = "/proc/meminfo") -> int | None:
+    """A /proc/meminfo field ("MemTotal", "MemFree", ...) in bytes (None where it cannot be read)."""
     try:
         with open(meminfo) as fh:
             for line in fh:
-                if line.startswith("MemFree:"):
+                if line.startswith(f"{field}:"):
                     return int(line.split()[1]) * 1024
     except (OSError, ValueError, IndexError):
         return None
     return None
+
+
+def free_bytes(meminfo: str = "/proc/meminfo") -> int | None:
+    """MemFree in bytes (None where /proc/meminfo is not there to read)."""
+    return meminfo_bytes("MemFree", meminfo)
 
 
 def _touch(nbytes: int, out: Any) -> None:
