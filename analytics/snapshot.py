@@ -228,6 +228,24 @@ def merge(old: Dataset | SnapshotFiles, new: Dataset) -> Dataset:
     new_row = row_of[n_kept:]
     del row_of
 
+    f = _orders_merged(o, new, ids, state, region, listed, rows, n_kept, kept_at, old_ids, new_ids, cust,
+                       purchased)
+    del o, old_ids, cust, purchased
+    f.update(_children(files, "items", new, old_row, new_row, "item_ord", {
+        "item_category": "category_names", "item_product": "product_names", "item_seller": "seller_names",
+    }, ("item_quantity", "item_price", "item_freight")))
+    f.update(_children(files, "payments", new, old_row, new_row, "pay_ord", {"pay_method": "method_names"},
+                       ("pay_installments", "pay_value")))
+    f.update(_children(files, "reviews", new, old_row, new_row, "review_ord", {},
+                       ("review_score", "review_created")))
+    return Dataset(**f)
+
+
+def _orders_merged(o: dict[str, Any], new: Dataset, ids: pa.Array, state: np.ndarray, region: np.ndarray,
+                   listed: np.ndarray, rows: np.ndarray, n_kept: int, kept_at: np.ndarray, old_ids: pa.Array,
+                   new_ids: pa.Array, cust: np.ndarray, purchased: np.ndarray) -> dict[str, Any]:
+    """The merged customers' and orders' fields: the rows in `rows` ("concatenated"
+    positions: the kept old rows, then the new ones)."""
     # each merged column gathered straight from the old (mapped) one, the few new rows then
     # written in: one pass over the column instead of a filter, a concatenation and a take
     from_new = np.flatnonzero(rows >= n_kept)
@@ -247,18 +265,10 @@ def merge(old: Dataset | SnapshotFiles, new: Dataset) -> Dataset:
         "order_id": pc.replace_with_mask(taken, pa.array(is_new), new_ids.take(pa.array(new_src))),
         "cust": cust[rows], "purchased": purchased[rows],
     }
-    del taken, is_new, cust, purchased
+    del taken, is_new
     for name in ("purchase", "items_value", "freight_value", "delivered", "estimated"):
         f[name] = gathered(o[name], getattr(new, name))
-    del o, old_ids
-    f.update(_children(files, "items", new, old_row, new_row, "item_ord", {
-        "item_category": "category_names", "item_product": "product_names", "item_seller": "seller_names",
-    }, ("item_quantity", "item_price", "item_freight")))
-    f.update(_children(files, "payments", new, old_row, new_row, "pay_ord", {"pay_method": "method_names"},
-                       ("pay_installments", "pay_value")))
-    f.update(_children(files, "reviews", new, old_row, new_row, "review_ord", {},
-                       ("review_score", "review_created")))
-    return Dataset(**f)
+    return f
 
 
 def _ids_at(old_ids: pa.Array, kept_at: np.ndarray, new_ids: pa.Array, positions: np.ndarray) -> pa.Array:
@@ -304,7 +314,7 @@ def _children(files: SnapshotFiles | _InMemory, file: str, new: Dataset, old_row
         out[name] = _kept_then_new(old[name], kept, getattr(new, name))
     for name, names_field in coded.items():
         out[name], out[names_field] = _recode(
-            old[name].take(kept), files.fields(names_field)[names_field], getattr(new, name),
+            old[name], kept, files.fields(names_field)[names_field], getattr(new, name),
             getattr(new, names_field), sort=names_field in ("category_names", "method_names"))
     return out
 
@@ -317,28 +327,31 @@ def _kept_then_new(old_values: np.ndarray, kept: np.ndarray, new_values: np.ndar
     return out
 
 
-def _recode(old_codes: np.ndarray, old_names: np.ndarray, new_codes: np.ndarray, new_names: np.ndarray,
-            *, sort: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Both code arrays as codes into one names array, -1 kept for missing. With `sort`
-    (categories, payment methods: few names), the names used, sorted, as a full read
-    makes them. Without (products, sellers: any numbering), the old codes stay and the
-    names the new rows bring are appended (names no longer used may stay: they only cost
-    their string)."""
+def _recode(old_codes: np.ndarray, kept: np.ndarray, old_names: np.ndarray, new_codes: np.ndarray,
+            new_names: np.ndarray, *, sort: bool) -> tuple[np.ndarray, np.ndarray]:
+    """The kept rows' codes (`old_codes` at `kept`) then the new rows' codes, all as codes
+    into one names array, -1 kept for missing. With `sort` (categories, payment methods:
+    few names), the names used, sorted, as a full read makes them. Without (products,
+    sellers: any numbering), the old codes stay and the names the new rows bring are
+    appended (names no longer used may stay: they only cost their string). The codes are
+    written once into their place (a take and a concatenation copied them twice)."""
+    out = np.empty(len(kept) + len(new_codes), dtype=np.result_type(old_codes, np.int64))
+    old_part, new_part = out[:len(kept)], out[len(kept):]
+    np.take(old_codes, kept, out=old_part)
     if not sort:
         at = _positions(new_names, old_names).copy()
         extra = at < 0
         at[extra] = len(old_names) + np.arange(int(extra.sum()))
-        names = np.concatenate([old_names, new_names[extra]]).astype(object)
-        return np.concatenate([old_codes, _through(new_codes, at)]), names
-    names = np.concatenate([old_names[_used(old_codes, len(old_names))],
+        new_part[:] = _through(new_codes, at)
+        return out, np.concatenate([old_names, new_names[extra]]).astype(object)
+    names = np.concatenate([old_names[_used(old_part, len(old_names))],
                             new_names[_used(new_codes, len(new_names))]]).astype(object)
     uniq = sorted_unique(pa.array(names, type=pa.string())).to_numpy(zero_copy_only=False).astype(object)
     lookup_old = _positions(old_names, uniq)
-    if len(uniq) == len(old_names) and np.array_equal(lookup_old, np.arange(len(old_names))):
-        old_part = old_codes  # the same names: the old codes stand
-    else:
-        old_part = _through(old_codes, lookup_old)
-    return np.concatenate([old_part, _through(new_codes, _positions(new_names, uniq))]), uniq
+    if len(uniq) != len(old_names) or not np.array_equal(lookup_old, np.arange(len(old_names))):
+        old_part[:] = _through(old_part, lookup_old)  # other names: the old codes renumbered
+    new_part[:] = _through(new_codes, _positions(new_names, uniq))
+    return out, uniq
 
 
 def _positions(names: np.ndarray, index: np.ndarray) -> np.ndarray:
