@@ -35,6 +35,7 @@ from storage.geography import ALL, Place
 ORD, CUS, PAY, SCO = schema.orders, schema.customers, schema.payments, schema.customer_scores
 MISMATCH_ABS = 0.01
 MISMATCH_REL = 0.01
+NO_SEGMENT = "(none)"  # the segment of a payer with no RFM segment
 
 
 @dataclass(frozen=True, eq=False)
@@ -167,7 +168,7 @@ def _by_segment(
         df = _installment_share(df[["segment", "customers", "payments", "value", "mean_installments", "multi"]])
         df = df.sort_values(["value", "segment"], ascending=[False, True], ignore_index=True)
         return df, seg_as_of
-    segment = func.coalesce(SCO.c.segment, "(none)")
+    segment = func.coalesce(SCO.c.segment, NO_SEGMENT)
     df = read_frame(engine, (
         select(
             segment.label("segment"),
