@@ -63,7 +63,8 @@ TARGETS: dict[str, str] = {
 
 
 # from this size on, what fresh memory costs the machine is measured and recorded (see
-# benchmarks.fresh_memory): it is seconds of a 10M refresh, and 15 s of a small run
+# benchmarks.fresh_memory): the probe takes about 15 s, worth it where that cost is seconds
+# of a stage, not for the small runs
 PROBE_FROM_CUSTOMERS = 1_000_000
 
 
