@@ -228,24 +228,6 @@ def merge(old: Dataset | SnapshotFiles, new: Dataset) -> Dataset:
     new_row = row_of[n_kept:]
     del row_of
 
-    f = _orders_merged(o, new, ids, state, region, listed, rows, n_kept, kept_at, old_ids, new_ids, cust,
-                       purchased)
-    del o, old_ids, cust, purchased
-    f.update(_children(files, "items", new, old_row, new_row, "item_ord", {
-        "item_category": "category_names", "item_product": "product_names", "item_seller": "seller_names",
-    }, ("item_quantity", "item_price", "item_freight")))
-    f.update(_children(files, "payments", new, old_row, new_row, "pay_ord", {"pay_method": "method_names"},
-                       ("pay_installments", "pay_value")))
-    f.update(_children(files, "reviews", new, old_row, new_row, "review_ord", {},
-                       ("review_score", "review_created")))
-    return Dataset(**f)
-
-
-def _orders_merged(o: dict[str, Any], new: Dataset, ids: pa.Array, state: np.ndarray, region: np.ndarray,
-                   listed: np.ndarray, rows: np.ndarray, n_kept: int, kept_at: np.ndarray, old_ids: pa.Array,
-                   new_ids: pa.Array, cust: np.ndarray, purchased: np.ndarray) -> dict[str, Any]:
-    """The merged customers' and orders' fields: the rows in `rows` ("concatenated"
-    positions: the kept old rows, then the new ones)."""
     # each merged column gathered straight from the old (mapped) one, the few new rows then
     # written in: one pass over the column instead of a filter, a concatenation and a take
     from_new = np.flatnonzero(rows >= n_kept)
@@ -265,10 +247,18 @@ def _orders_merged(o: dict[str, Any], new: Dataset, ids: pa.Array, state: np.nda
         "order_id": pc.replace_with_mask(taken, pa.array(is_new), new_ids.take(pa.array(new_src))),
         "cust": cust[rows], "purchased": purchased[rows],
     }
-    del taken, is_new
+    del taken, is_new, cust, purchased
     for name in ("purchase", "items_value", "freight_value", "delivered", "estimated"):
         f[name] = gathered(o[name], getattr(new, name))
-    return f
+    del o, old_ids
+    f.update(_children(files, "items", new, old_row, new_row, "item_ord", {
+        "item_category": "category_names", "item_product": "product_names", "item_seller": "seller_names",
+    }, ("item_quantity", "item_price", "item_freight")))
+    f.update(_children(files, "payments", new, old_row, new_row, "pay_ord", {"pay_method": "method_names"},
+                       ("pay_installments", "pay_value")))
+    f.update(_children(files, "reviews", new, old_row, new_row, "review_ord", {},
+                       ("review_score", "review_created")))
+    return Dataset(**f)
 
 
 def _ids_at(old_ids: pa.Array, kept_at: np.ndarray, new_ids: pa.Array, positions: np.ndarray) -> pa.Array:

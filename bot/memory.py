@@ -7,8 +7,11 @@ on free (munmap): the 10M nightly refresh spent 36-42 s of CPU in the kernel, an
 15 % of a whole refresh's samples in zeroing pages. With big blocks taken from the heap and
 freed memory kept there for the next ones (`refresh_malloc`), the same refresh took 59.1,
 60.7 and 64.8 s against 65.4, 66.2 and 63.8 s in alternate runs, with peak RSS 10.2-10.8
-GiB against 8.9-9.1 GiB (README, Performance). Afterwards glibc's defaults are put back and
-the memory kept is handed back to the system (`malloc_trim`).
+GiB against 8.9-9.1 GiB (README, Performance). On the virtual machines measured, memory
+handed back goes to the host within seconds, and each GiB touched again costs about 2.2 s
+of kernel time (`benchmarks.fresh_memory`): memory kept in the heap is paid for once.
+Afterwards glibc's defaults are put back and the memory kept is handed back to the system
+(`malloc_trim`).
 
 Only where the C library is glibc; elsewhere the block runs as it is.
 """
