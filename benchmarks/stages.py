@@ -502,6 +502,9 @@ STAGES = {
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     stage, params = argv[0], json.loads(argv[1])
+    from bot.memory import one_arena
+
+    one_arena()  # as `pulse` and the bot's refresh process do, before any thread starts
     os.environ.setdefault("MPLBACKEND", "Agg")
     # imported here, not at the top: the store's reader processes import this module (the
     # main module of the process that spawns them) and do not draw

@@ -396,6 +396,9 @@ cli.add_command(_model)
 
 def main() -> None:
     """Console-script entry point."""
+    from bot.memory import one_arena
+
+    one_arena()  # before any thread starts (the refresh's threads then keep their memory for reuse)
     cli(prog_name="pulse")
 
 

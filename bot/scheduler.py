@@ -248,7 +248,10 @@ def run_refresh_job(database_url: str) -> str:
     if store_url(rt.engine) is None:
         message, LAST_REFRESH_PID = _refresh_here(rt.engine, rt.settings)
     else:
-        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        from bot.memory import one_arena
+
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=one_arena) as pool:
             message, LAST_REFRESH_PID = pool.submit(
                 _refresh_in_process, database_url, rt.settings.without_secrets()).result()
     # The bot's answer warmer (bot/server.py) pre-renders the answers for the new data now;

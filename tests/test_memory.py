@@ -83,3 +83,84 @@ def test_elsewhere_the_block_runs_as_it_is(monkeypatch: pytest.MonkeyPatch) -> N
     with memory.refresh_malloc() as applied:
         ran = True
     assert ran and applied is False
+
+
+THREADS = r'''
+import json
+import sys
+import threading
+
+from bot import memory
+
+mode = sys.argv[1]
+if mode == "one_arena":
+    seen = {"capped": memory.one_arena()}
+import numpy as np
+
+BIG = 96 << 20  # above the 64 MiB heap of a thread's own arena
+
+
+def in_heap(array):
+    address = array.ctypes.data
+    with open("/proc/self/maps") as fh:
+        for line in fh:
+            if line.rstrip().endswith("[heap]"):
+                lo, hi = (int(x, 16) for x in line.split()[0].split("-"))
+                if lo <= address < hi:
+                    return True
+    return False
+
+
+def threads_in_heap():
+    import pyarrow  # noqa: F401 - starts threads of its own (an arena), as in the refresh's processes
+
+    found = []
+
+    def work():
+        block = np.ones(BIG, dtype=np.uint8)
+        found.append(in_heap(block))
+
+    with memory.refresh_malloc():
+        workers = [threading.Thread(target=work) for _ in range(4)]
+        for t in workers:
+            t.start()
+        for t in workers:
+            t.join()
+    return found
+
+
+if mode == "pulse":
+    from bot import cli
+
+    seen = {}
+    cli.cli = lambda prog_name: seen.update(threads=threads_in_heap())  # in place of the commands
+    cli.main()
+else:
+    seen = {**(seen if mode == "one_arena" else {}), "threads": threads_in_heap()}
+print(json.dumps(seen))
+'''
+
+
+def _threads_seen(mode: str) -> dict:
+    proc = subprocess.run([sys.executable, "-c", THREADS, mode], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@glibc_only
+def test_one_arena_puts_the_big_blocks_of_threads_in_the_heap_too() -> None:
+    seen = _threads_seen("one_arena")
+    assert seen["capped"] is True
+    assert seen["threads"] == [True] * 4
+
+
+@glibc_only
+def test_without_one_arena_threads_map_their_big_blocks() -> None:
+    # the case one_arena is for: each thread's arena maps a block above 64 MiB of its own
+    assert _threads_seen("none")["threads"] == [False] * 4
+
+
+@glibc_only
+def test_the_pulse_entry_point_caps_the_arenas_before_its_command_runs() -> None:
+    assert _threads_seen("pulse")["threads"] == [True] * 4
