@@ -79,7 +79,7 @@ from threadpoolctl import threadpool_limits
 
 from analytics.dataset import Dataset, read_dataset
 from analytics.errors import AnalyticsError
-from analytics.groups import run_starts
+from analytics.groups import non_decreasing, run_starts, sorted_keys
 from analytics.periods import end_of_day
 from storage.store import NON_PURCHASE_STATUSES
 
@@ -243,11 +243,11 @@ def make_history(orders: pd.DataFrame, items: pd.DataFrame, payments: pd.DataFra
 # --------------------------------------------------------------------------- features and labels
 
 
-def distinct_ints(values: np.ndarray) -> np.ndarray:
+def distinct_ints(values: np.ndarray, *, nearly_sorted: bool = False) -> np.ndarray:
     """The distinct values of an integer array, sorted. Same as `np.unique(values)`, which
     on NumPy 2.x takes a hash-table path that is about 40× slower than sorting for a
-    million mostly distinct keys."""
-    s = np.sort(values)
+    million mostly distinct keys. `nearly_sorted`: see `analytics.groups.sorted_keys`."""
+    s = sorted_keys(values, nearly_sorted=nearly_sorted)
     return s[run_starts(s)] if len(s) else s
 
 
@@ -315,13 +315,17 @@ def churn_features(history: History, cutoff: dt.date) -> pd.DataFrame:
     it = _rows_where(h.items, is_buy)
     ic = cust[it["ord"]]
     items = total(ic, it["quantity"])
+    # lines in their orders' row order (as the refresh's dataset has them) are in customer
+    # order: their (customer, value) keys are sorted but within each customer's few lines
+    by_customer = non_decreasing(ic)
 
     def distinct(codes: np.ndarray, values: np.ndarray) -> np.ndarray:
         ok = values >= 0
         if not ok.any():
             return total(np.empty(0, dtype=np.int64))
         span = np.int64(values[ok].max()) + 1  # (customer, value) pairs as one int64 key
-        return total(distinct_ints(codes[ok].astype(np.int64) * span + values[ok]) // span)
+        return total(distinct_ints(codes[ok].astype(np.int64) * span + values[ok],
+                                   nearly_sorted=by_customer) // span)
 
     cat = it["category"]
     top_category = np.full(n, None, dtype=object)
@@ -331,7 +335,7 @@ def churn_features(history: History, cutoff: dt.date) -> pd.DataFrame:
         # the distinct categories of each customer and the most bought one (ties to the
         # first name): (customer, category) pairs as one sorted int64 key, counted in runs
         span = np.int64(cat[named].max()) + 1
-        keys = np.sort(ic[named].astype(np.int64) * span + cat[named])
+        keys = sorted_keys(ic[named].astype(np.int64) * span + cat[named], nearly_sorted=by_customer)
         starts = run_starts(keys)
         pair_c, pair_k = np.divmod(keys[starts], span)
         categories = total(pair_c)
@@ -432,7 +436,7 @@ def churn_labels(history: History, cutoff: dt.date, horizon_days: int,
     buy = o["purchase"].to_numpy()
     cust = o["cust"].to_numpy()
     if customers is None:
-        customers = history.customer_ids[distinct_ints(cust[buy & (at < start)])]
+        customers = history.customer_ids[distinct_ints(cust[buy & (at < start)], nearly_sorted=True)]
     back = np.zeros(len(history.customer_ids), dtype=bool)
     back[cust[buy & (at >= start) & (at < stop)]] = True
     came_back = back[history.customer_ids.get_indexer(customers)]

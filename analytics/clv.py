@@ -32,7 +32,7 @@ from scipy.special import betaln, digamma, expit, gammaln, hyp2f1
 from sklearn.exceptions import NotFittedError
 
 from analytics.errors import AnalyticsError
-from analytics.groups import run_starts
+from analytics.groups import non_decreasing, run_starts
 
 __all__ = [
     "BetaGeoFitter",
@@ -122,7 +122,7 @@ def rfm_summary(
     day0 = int(day.min()) if len(day) else 0
     span = int(day.max()) - day0 + 1 if len(day) else 1
     key = codes.astype(np.int64) * span + (day - day0)
-    if not _non_decreasing(key):  # (the refresh passes them sorted; an argsort of 10M keys: 0.7-3 s)
+    if not non_decreasing(key):  # (the refresh passes them sorted; an argsort of 10M keys: 0.7-3 s)
         order = np.argsort(key)
         key, value = key[order], value[order]
     codes, day = key // span, key % span + day0
@@ -173,15 +173,11 @@ def rfm_summary(
 # --------------------------------------------------------------------------- shared helpers
 
 
-def _non_decreasing(values: np.ndarray) -> bool:
-    return len(values) < 2 or bool((values[1:] >= values[:-1]).all())
-
-
 def _sorted_factorize(values: pd.Series) -> tuple[np.ndarray, pd.Index]:
     """`pd.factorize(values, sort=True)`; by runs, without hashing, when `values` are
     numbers already in order (customer codes as the refresh passes them)."""
     array = values.to_numpy()
-    if array.dtype.kind not in "iu" or not _non_decreasing(array):
+    if array.dtype.kind not in "iu" or not non_decreasing(array):
         return pd.factorize(values, sort=True)
     starts = run_starts(array)
     codes = np.repeat(np.arange(len(starts), dtype=np.intp), np.diff(np.r_[starts, len(array)]))

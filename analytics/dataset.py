@@ -11,6 +11,10 @@ costs a fraction of a DB-API fetch and of grouping by id strings:
 - items, payments and reviews carry `ord`, the row of their order (rows whose order is not
   in the store are dropped); their categorical columns are codes into name arrays (-1 for
   missing; categories and payment methods sorted, products and sellers in any order).
+  The items come in the order of their `ord` (an order's lines as the store holds them),
+  hence by customer: the churn features' and the facts' sorts of (customer or order,
+  product / seller / category) pairs then merge long sorted runs instead of sorting them
+  (`analytics.groups.sorted_keys`). Payments and reviews come in any order.
 `read_dataset(engine, since=run)` reads only what loads after load run `run` wrote: the
 orders they touched (an order, or a line, payment or review of it) with all their lines,
 payments and reviews, and the customers they wrote (`analytics.snapshot` merges that into
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -31,12 +36,15 @@ from sqlalchemy import Engine, text
 
 from analytics.columnar import Col, SharedKeys, start_read
 from analytics.columnar_worker import flat, positions_in
+from analytics.groups import stable_order
 from storage.engine import unmapped
 from storage.store import NON_PURCHASE_STATUSES
 
 NAT = np.iinfo(np.int64).min
 READ_PARTS = 2  # the orders and the items are read as this many rowid ranges, one per reader process
 DAY_US = 86_400_000_000
+ITEM_FIELDS = ("item_ord", "item_category", "item_quantity", "item_price", "item_freight", "item_product",
+               "item_seller")
 _NON_PURCHASE = ", ".join(f"'{s}'" for s in NON_PURCHASE_STATUSES)
 
 
@@ -56,7 +64,7 @@ class Dataset:
     freight_value: np.ndarray
     delivered: np.ndarray  # int64 µs or NAT
     estimated: np.ndarray  # int64 µs or NAT
-    item_ord: np.ndarray
+    item_ord: np.ndarray  # ascending (the items in their orders' row order)
     item_category: np.ndarray  # code into category_names, -1 when missing
     item_quantity: np.ndarray
     item_price: np.ndarray
@@ -168,7 +176,7 @@ def read_dataset(engine: Engine, *, full: bool = True, since: int | None = None)
         # each (to_numpy of two parts, then a gather, made two)
         sorted_orders = orders.select(["purchase", "items_value", "freight_value", "delivered",
                                        "estimated"]).take(pa.array(rows))
-        f: dict[str, object] = {
+        f: dict[str, Any] = {
             "customer_ids": customer_ids, "cust": cust[rows], "purchased": purchased[rows],
             "order_id": order_id.take(pa.array(rows)),
             "purchase": _ints(sorted_orders, "purchase") > 0,
@@ -198,6 +206,7 @@ def read_dataset(engine: Engine, *, full: bool = True, since: int | None = None)
         else:
             f["item_product"] = f["item_seller"] = None
         del items
+        put_items_in_order(f)
         pay = _known(later.pop("payments").result(), sorted_at)
         names, f["pay_method"] = sorted_codes(pay.column("method"))
         f["method_names"] = names.to_numpy(zero_copy_only=False).astype(object)
@@ -209,6 +218,16 @@ def read_dataset(engine: Engine, *, full: bool = True, since: int | None = None)
                  review_created=micros(rev, "created"))
         del rev
     return Dataset(**f)
+
+
+def put_items_in_order(fields: dict[str, Any]) -> None:
+    """Reorder the item columns among a Dataset's `fields` (in place) by their order row,
+    each order's lines in their order, unless they are in that order already."""
+    in_order = stable_order(fields["item_ord"])
+    if in_order is not None:
+        for name in ITEM_FIELDS:
+            if fields.get(name) is not None:
+                fields[name] = fields[name][in_order]
 
 
 def _customer_codes(buyers: pa.ChunkedArray, listed: pa.ChunkedArray) -> tuple[pa.Array, np.ndarray, bool]:

@@ -7,7 +7,14 @@ import pandas as pd
 import pytest
 
 from analytics import groups as grouping
-from analytics.groups import group_order, run_bounds, run_starts
+from analytics.groups import (
+    group_order,
+    non_decreasing,
+    run_bounds,
+    run_starts,
+    sorted_keys,
+    stable_order,
+)
 
 
 def test_runs_of_a_sorted_array_and_of_nothing() -> None:
@@ -24,6 +31,29 @@ def test_group_order_is_stable_for_few_and_many_groups() -> None:
         order = group_order(number, groups)
         assert np.array_equal(number[order], np.sort(number))
         assert np.array_equal(order, np.argsort(number, kind="stable"))  # each group's rows in their order
+
+
+def test_stable_order_is_a_stable_argsort_or_none_when_in_order() -> None:
+    rng = np.random.default_rng(5)
+    for values in (rng.integers(0, 50, 10_000),  # many ties: equal values keep their rows' order
+                   rng.integers(0, 2**40, 5_000),  # too wide to pack with the rows: argsort
+                   np.array([3, 1]), np.array([-2, 5, -7]),
+                   np.r_[np.arange(10_000) // 3, rng.integers(0, 3_000, 50)]):  # in order but for a tail
+        order = stable_order(values)
+        assert order is not None and np.array_equal(order, np.argsort(values, kind="stable"))
+    for values in (np.sort(rng.integers(0, 50, 1_000)), np.array([], dtype=np.int64), np.array([4])):
+        assert stable_order(values) is None and non_decreasing(values)
+    assert not non_decreasing(np.array([1, 0]))
+
+
+@pytest.mark.parametrize("nearly_sorted", [True, False])
+def test_sorted_keys_sort_in_either_mode(nearly_sorted: bool) -> None:
+    rng = np.random.default_rng(6)
+    # (customer, value) keys grouped by customer, each customer's values in any order
+    keys = np.repeat(np.arange(2_000), 6) * 100 + rng.integers(0, 100, 12_000)
+    assert np.array_equal(sorted_keys(keys, nearly_sorted=nearly_sorted), np.sort(keys))
+    shuffled = rng.permutation(keys)  # the mode is a hint: any order is still sorted
+    assert np.array_equal(sorted_keys(shuffled, nearly_sorted=nearly_sorted), np.sort(keys))
 
 
 @pytest.mark.parametrize("sorted_rows", [True, False], ids=["runs", "any-order"])

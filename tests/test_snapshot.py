@@ -15,6 +15,7 @@ from sqlalchemy import Engine, delete, insert, select, update
 
 from analytics import snapshot as snapshot_module
 from analytics.dataset import Dataset, read_dataset
+from analytics.groups import non_decreasing
 from analytics.model_store import read_fingerprint
 from analytics.refresh import refresh
 from analytics.snapshot import (
@@ -108,6 +109,8 @@ def test_second_load_is_read_incrementally_and_equals_a_full_read(store: Engine,
     full = read_dataset(store)
     assert len(full.cust) == len(data.cust) + 60
     assert_same(merged, full)
+    # the lines in their orders' row order, read or merged (the new ones slotted in)
+    assert all(non_decreasing(d.item_ord) for d in (data, merged, full))
     # what changed did change: 13 more canceled orders, a moved customer, new names
     assert int((~full.purchase).sum()) > int((~data.purchase).sum())
     assert "pix" in set(full.method_names) and "pix" not in set(data.method_names)
@@ -289,6 +292,44 @@ def test_new_rows_are_slotted_in_as_a_full_sort_would_put_them() -> None:
             return ids.take(pa.array(positions, type=pa.int64()))
 
         assert np.array_equal(_merged_order(cust, at, ids_at, n_kept, 60), order_by_time(cust, at, ids))
+
+
+@pytest.mark.parametrize("old_in_order", [True, False], ids=["old-in-order", "old-any-order"])
+def test_new_lines_are_slotted_in_by_order_row_where_the_old_ones_are_in_that_order(old_in_order: bool) -> None:
+    from analytics.snapshot import _Placement, _recode
+
+    rng = np.random.default_rng(1)
+    old_ord = np.sort(rng.integers(0, 400, 1_000))  # merged order rows of the old lines
+    old_ord[rng.random(1_000) < 0.2] = -1  # lines of replaced orders
+    if not old_in_order:
+        old_ord = rng.permutation(old_ord)  # (a snapshot kept before the lines were ordered)
+    kept = np.flatnonzero(old_ord >= 0)
+    taken = set(old_ord[kept].tolist())
+    free = np.array([r for r in range(450) if r not in taken])
+    new_ord = rng.permutation(np.repeat(rng.choice(free, 40, replace=False), 2))  # two lines each
+    place = _Placement.of(old_ord[kept], kept, new_ord)
+    merged = place(old_ord, new_ord)
+    expected = np.concatenate([old_ord[kept], new_ord])
+    assert sorted(merged.tolist()) == sorted(expected.tolist())
+    if old_in_order:
+        assert non_decreasing(merged)
+    else:  # the old lines in their order, the new ones after them
+        assert np.array_equal(merged, expected)
+    # every column follows the same rows, codes included (renumbered to the names used, sorted)
+    line = np.arange(len(old_ord)) * 10
+    new_line = np.arange(len(new_ord)) * 10 + 1
+    where = place(line, new_line)
+    assert np.array_equal(merged, np.concatenate([old_ord, new_ord])[np.where(where % 10 == 0, where // 10,
+                                                                           len(old_ord) + where // 10)])
+    old_names, new_names = np.array(["b", "d", "x"], dtype=object), np.array(["a", "d"], dtype=object)
+    old_codes = np.where(old_ord % 3 == 0, 2, old_ord % 2)  # x where the row is a multiple of 3
+    old_codes[kept[:5]] = -1
+    new_codes = (new_ord % 2).astype(np.int64)
+    codes, names = _recode(old_codes, place, old_names, new_codes, new_names, sort=True)
+    named = np.where(codes >= 0, names[np.maximum(codes, 0)], None)
+    want = place(np.where(old_codes >= 0, old_names[np.maximum(old_codes, 0)], None).astype(object),
+                 new_names[new_codes])
+    assert names.tolist() == ["a", "b", "d", "x"] and named.tolist() == want.tolist()
 
 
 def test_a_load_finished_while_the_fingerprint_is_taken_is_read_with_it(store: Engine, batches, monkeypatch) -> None:  # noqa: ANN001
