@@ -11,10 +11,13 @@ costs a fraction of a DB-API fetch and of grouping by id strings:
 - items, payments and reviews carry `ord`, the row of their order (rows whose order is not
   in the store are dropped); their categorical columns are codes into name arrays (-1 for
   missing; categories and payment methods sorted, products and sellers in any order).
-  The items come in the order of their `ord` (an order's lines as the store holds them),
-  hence by customer: the churn features' and the facts' sorts of (customer or order,
-  product / seller / category) pairs then merge long sorted runs instead of sorting them
-  (`analytics.groups.sorted_keys`). Payments and reviews come in any order.
+  An incremental read's items, the refresh's kept snapshot's and so the merged dataset's
+  come in the order of their `ord` (an order's lines as the store holds them), hence by
+  customer: the churn features' and the facts' sorts of (customer or order, product /
+  seller / category) pairs then merge long sorted runs instead of sorting them
+  (`analytics.groups.sorted_keys`). A whole-store read leaves them in the store's order
+  (sorting eleven million lines there cost the read seconds; the snapshot of it is
+  saved sorted, on its own thread). Payments and reviews come in any order.
 `read_dataset(engine, since=run)` reads only what loads after load run `run` wrote: the
 orders they touched (an order, or a line, payment or review of it) with all their lines,
 payments and reviews, and the customers they wrote (`analytics.snapshot` merges that into
@@ -64,7 +67,7 @@ class Dataset:
     freight_value: np.ndarray
     delivered: np.ndarray  # int64 µs or NAT
     estimated: np.ndarray  # int64 µs or NAT
-    item_ord: np.ndarray  # ascending (the items in their orders' row order)
+    item_ord: np.ndarray  # ascending but after a whole-store read (see the module docstring)
     item_category: np.ndarray  # code into category_names, -1 when missing
     item_quantity: np.ndarray
     item_price: np.ndarray
@@ -206,7 +209,8 @@ def read_dataset(engine: Engine, *, full: bool = True, since: int | None = None)
         else:
             f["item_product"] = f["item_seller"] = None
         del items
-        put_items_in_order(f)
+        if since is not None:
+            put_items_in_order(f)
         pay = _known(later.pop("payments").result(), sorted_at)
         names, f["pay_method"] = sorted_codes(pay.column("method"))
         f["method_names"] = names.to_numpy(zero_copy_only=False).astype(object)
@@ -228,6 +232,11 @@ def put_items_in_order(fields: dict[str, Any]) -> None:
         for name in ITEM_FIELDS:
             if fields.get(name) is not None:
                 fields[name] = fields[name][in_order]
+
+
+def items_order(data: Dataset) -> np.ndarray | None:
+    """The rows that put `data`'s items in their order rows' order (None: they are)."""
+    return stable_order(data.item_ord)
 
 
 def _customer_codes(buyers: pa.ChunkedArray, listed: pa.ChunkedArray) -> tuple[pa.Array, np.ndarray, bool]:

@@ -61,10 +61,12 @@ import pyarrow.compute as pc
 from sqlalchemy import Engine
 
 from analytics.dataset import (
+    ITEM_FIELDS,
     NAT,
     Dataset,
     codes_in,
     flat,
+    items_order,
     order_by_time,
     put_items_in_order,
     read_dataset,
@@ -257,7 +259,7 @@ def merge(old: Dataset | SnapshotFiles, new: Dataset) -> Dataset:
     f.update(_children(files, "items", new, old_row, new_row, "item_ord", {
         "item_category": "category_names", "item_product": "product_names", "item_seller": "seller_names",
     }, ("item_quantity", "item_price", "item_freight")))
-    put_items_in_order(f)  # (only a snapshot kept before the lines were kept in order needs it)
+    put_items_in_order(f)  # (only a snapshot kept before the lines were saved in order needs it)
     f.update(_children(files, "payments", new, old_row, new_row, "pay_ord", {"pay_method": "method_names"},
                        ("pay_installments", "pay_value")))
     f.update(_children(files, "reviews", new, old_row, new_row, "review_ord", {},
@@ -493,9 +495,16 @@ def save_snapshot(folder: Path, data: Dataset, watermark: int, *, base: str | No
         # every file carries the generation's token: a reader that meets files of two
         # generations (a swap while it reads) sees it and reads the store instead
         token = uuid.uuid4().hex
+        # the lines saved in their orders' row order (as merges keep them): after a
+        # whole-store read they are sorted here, on this thread, not on the refresh's
+        lines_at = items_order(data)
         try:
             for file, names in _FILES.items():
-                table = pa.table({name: _to_arrow(name, getattr(data, name)) for name in names},
+                def column(name: str) -> Any:
+                    values = getattr(data, name)
+                    return values[lines_at] if lines_at is not None and name in ITEM_FIELDS else values
+
+                table = pa.table({name: _to_arrow(name, column(name)) for name in names},
                                  metadata={_TOKEN: token})
                 with pa.OSFile(str(part / f"{file}.arrow"), "wb") as sink, \
                         pa.ipc.new_file(sink, table.schema) as writer:
