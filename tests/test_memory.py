@@ -19,14 +19,7 @@ from bot import memory
 ROOT = Path(__file__).resolve().parents[1]
 glibc_only = pytest.mark.skipif(memory._glibc() is None, reason="glibc's malloc only")
 
-CHECKS = r'''
-import json
-import numpy as np
-from bot import memory
-
-BIG = 96 << 20  # far above glibc's mmap threshold (at most 32 MiB)
-
-
+IN_HEAP = r'''
 def in_heap(array):
     """Whether the array's data lies in the [heap] mapping (brk), not a mapping of its own."""
     address = array.ctypes.data
@@ -37,6 +30,15 @@ def in_heap(array):
                 if lo <= address < hi:
                     return True
     return False
+'''
+
+CHECKS = r'''
+import json
+import numpy as np
+from bot import memory
+
+BIG = 96 << 20  # far above glibc's mmap threshold (at most 32 MiB)
+''' + IN_HEAP + r'''
 
 
 seen = {}
@@ -98,17 +100,7 @@ if mode == "one_arena":
 import numpy as np
 
 BIG = 96 << 20  # above the 64 MiB heap of a thread's own arena
-
-
-def in_heap(array):
-    address = array.ctypes.data
-    with open("/proc/self/maps") as fh:
-        for line in fh:
-            if line.rstrip().endswith("[heap]"):
-                lo, hi = (int(x, 16) for x in line.split()[0].split("-"))
-                if lo <= address < hi:
-                    return True
-    return False
+''' + IN_HEAP + r'''
 
 
 def threads_in_heap():
