@@ -163,7 +163,9 @@ def read_with_snapshot(engine: Engine, fingerprint: DataFingerprint | Future[Dat
             report = ReadReport("incremental", f"{len(new.cust):,} orders touched by loads after "
                                 f"run {kept.watermark}", len(new.cust), watermark)
             if len(new.cust) or len(new.customer_ids) or kept.watermark != watermark:
-                if _small(delta, data):
+                # (a snapshot kept before its lines were saved in order is saved again whole,
+                # so that merges stop putting its lines in order every night)
+                if _small(delta, data) and kept.files.lines_in_order():
                     _save_in_background(folder / DELTA, delta, watermark, base=kept.files.token)
                 else:
                     _save_in_background(folder, data, watermark)
@@ -558,6 +560,14 @@ class SnapshotFiles:
     @cached_property
     def n_orders(self) -> int:
         return self._table("orders").num_rows  # the files' metadata only
+
+    def lines_in_order(self) -> bool:
+        """Whether the order lines are saved in their orders' row order (as since 161cc36)."""
+        try:
+            column = self._table("items").column("item_ord")
+        except (SnapshotUnreadable, KeyError):
+            return False
+        return non_decreasing(_from_arrow("item_ord", column))
 
     def dataset(self) -> Dataset:
         """Every file read into one Dataset."""

@@ -407,6 +407,31 @@ def test_the_orders_loaded_since_the_snapshot_are_kept_apart_as_a_delta(store: E
     assert_same(kept.dataset(), read_dataset(store))
 
 
+def test_a_snapshot_whose_lines_are_not_in_order_is_saved_again_whole(store: Engine, batches,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A snapshot kept before the lines were saved in their orders' row order: the merge puts
+    them in order, and the read saves the whole merged dataset instead of a delta, so that
+    later merges find them in order."""
+    monkeypatch.setattr(snapshot_module, "DELTA_MOST", 0.5)  # (a delta would be kept otherwise)
+    first, second = batches
+    load_path(store, first, "olist")
+    with monkeypatch.context() as m:
+        m.setattr(snapshot_module, "items_order", lambda data: None)  # saved as the store has them
+        read_with_snapshot(store, read_fingerprint(store))
+        wait_for_saves()
+    folder = snapshot_folder(store)
+    kept, _ = load_snapshot(folder)
+    assert not kept.files.lines_in_order()
+    load_path(store, second, "olist")
+    data, report = read_with_snapshot(store, read_fingerprint(store))
+    assert report.mode == "incremental" and non_decreasing(data.item_ord)
+    wait_for_saves()
+    kept, _ = load_snapshot(folder)
+    assert (kept.watermark, kept.delta) == (2, None) and not (folder / DELTA).exists()
+    assert kept.files.lines_in_order()
+    assert_same(kept.dataset(), read_dataset(store))
+
+
 def test_a_delta_that_cannot_be_used_is_read_again_from_the_store(store: Engine, batches, third,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """A damaged delta, or one of another snapshot, is left aside: the orders since the
