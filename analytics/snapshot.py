@@ -500,12 +500,14 @@ def save_snapshot(folder: Path, data: Dataset, watermark: int, *, base: str | No
         # the lines saved in their orders' row order (as merges keep them): after a
         # whole-store read they are sorted here, on this thread, not on the refresh's
         lines_at = items_order(data)
+
+        def column(name: str) -> Any:
+            values = getattr(data, name)
+            in_order = lines_at is not None and name in ITEM_FIELDS and values is not None
+            return values[lines_at] if in_order else values
+
         try:
             for file, names in _FILES.items():
-                def column(name: str) -> Any:
-                    values = getattr(data, name)
-                    return values[lines_at] if lines_at is not None and name in ITEM_FIELDS else values
-
                 table = pa.table({name: _to_arrow(name, column(name)) for name in names},
                                  metadata={_TOKEN: token})
                 with pa.OSFile(str(part / f"{file}.arrow"), "wb") as sink, \
