@@ -234,11 +234,6 @@ def put_items_in_order(fields: dict[str, Any]) -> None:
                 fields[name] = fields[name][in_order]
 
 
-def items_order(data: Dataset) -> np.ndarray | None:
-    """The rows that put `data`'s items in their order rows' order (None: they are)."""
-    return stable_order(data.item_ord)
-
-
 def _customer_codes(buyers: pa.ChunkedArray, listed: pa.ChunkedArray) -> tuple[pa.Array, np.ndarray, bool]:
     """(every customer id: of the orders' `buyers` and of the customers table, `listed`;
     sorted and distinct; the code of each order's buyer in them; whether the ids are

@@ -66,7 +66,6 @@ from analytics.dataset import (
     Dataset,
     codes_in,
     flat,
-    items_order,
     order_by_time,
     put_items_in_order,
     read_dataset,
@@ -499,7 +498,7 @@ def save_snapshot(folder: Path, data: Dataset, watermark: int, *, base: str | No
         token = uuid.uuid4().hex
         # the lines saved in their orders' row order (as merges keep them): after a
         # whole-store read they are sorted here, on this thread, not on the refresh's
-        lines_at = items_order(data)
+        lines_at = stable_order(data.item_ord)
 
         def column(name: str) -> Any:
             values = getattr(data, name)

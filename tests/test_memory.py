@@ -95,8 +95,7 @@ import threading
 from bot import memory
 
 mode = sys.argv[1]
-if mode == "one_arena":
-    seen = {"capped": memory.one_arena()}
+seen = {"capped": memory.one_arena()} if mode == "one_arena" else {}
 import numpy as np
 
 BIG = 96 << 20  # above the 64 MiB heap of a thread's own arena
@@ -124,11 +123,10 @@ def threads_in_heap():
 if mode == "pulse":
     from bot import cli
 
-    seen = {}
     cli.cli = lambda prog_name: seen.update(threads=threads_in_heap())  # in place of the commands
     cli.main()
 else:
-    seen = {**(seen if mode == "one_arena" else {}), "threads": threads_in_heap()}
+    seen["threads"] = threads_in_heap()
 print(json.dumps(seen))
 '''
 

@@ -416,7 +416,7 @@ def test_a_snapshot_whose_lines_are_not_in_order_is_saved_again_whole(store: Eng
     first, second = batches
     load_path(store, first, "olist")
     with monkeypatch.context() as m:
-        m.setattr(snapshot_module, "items_order", lambda data: None)  # saved as the store has them
+        m.setattr(snapshot_module, "stable_order", lambda values: None)  # saved as the store has them
         read_with_snapshot(store, read_fingerprint(store))
         wait_for_saves()
     folder = snapshot_folder(store)
