@@ -34,11 +34,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 from sqlalchemy import Engine, delete, exists, select
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 
 from bot.answers import Answer, Button, Chart, Export, Figure, Table
 from bot.router import CommandContext, Requester, Router, _data_version, _known_places
 from storage import schema
+from storage.engine import brief_lock_wait
 
 if TYPE_CHECKING:
     from bot.answer_processes import AnswerProcesses
@@ -336,7 +337,9 @@ class AnswerCache:
             return False
         t = schema.answer_cache
         try:
-            with self.engine.begin() as conn:
+            # (a refresh writing to SQLite holds the write lock for seconds: the answer is
+            # served now and kept next time rather than held up until the refresh commits)
+            with self.engine.begin() as conn, brief_lock_wait(conn):
                 conn.execute(t.insert().values(
                     cache_key=key.key, command=key.text[:2000], version=key.version,
                     payload=payload, render_ms=render_ms,
@@ -344,7 +347,10 @@ class AnswerCache:
         except IntegrityError:
             pass  # another thread or bot instance stored the same answer first
         except SQLAlchemyError as exc:
-            log.warning("could not cache the answer to %r: %s", key.text, exc)
+            # (the store busy: a refresh writing to SQLite; kept the next time it is asked)
+            busy = isinstance(exc, OperationalError) and "locked" in str(exc.orig)
+            log.log(logging.INFO if busy else logging.WARNING, "could not cache the answer to %r: %s",
+                    key.text, exc)
             return False
         self._remember(key, answer)
         return True

@@ -13,6 +13,8 @@ from sqlalchemy.engine import make_url
 DEFAULT_URL = "sqlite:///pulse.db"
 MMAP_BYTES = 1 << 30
 UNMAPPED_CACHE_KIB = -16384  # 16 MiB (negative: KiB, as PRAGMA cache_size takes it)
+BUSY_TIMEOUT_MS = 60_000  # how long a SQLite connection waits for another's write lock
+BRIEF_WAIT_MS = 250  # ... for a write that may as well be skipped (`brief_lock_wait`)
 
 
 def normalise_url(url: str) -> str:
@@ -47,7 +49,7 @@ def make_engine(url: str = DEFAULT_URL) -> Engine:
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": 60})
+        engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     return create_engine(url, pool_pre_ping=True)
@@ -62,7 +64,7 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:  # noqa: ANN001 - DB-API conne
         f"PRAGMA mmap_size={MMAP_BYTES}",
         "PRAGMA cache_size=-262144",
         "PRAGMA temp_store=MEMORY",
-        "PRAGMA busy_timeout=60000",
+        f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}",
         # SQLite's own default, which Debian's build turns on: zeroing every freed page
         # doubled the time the refresh spent replacing its million-row tables (their
         # deletes 3.1 s against 1.1 s at 10M orders) and wrote those zeros to the WAL too.
@@ -110,3 +112,21 @@ def unmapped(engine: Engine) -> Iterator[Connection]:
             raw.execute("PRAGMA shrink_memory")
             raw.execute(f"PRAGMA cache_size={int(cache)}")
             raw.execute(f"PRAGMA mmap_size={MMAP_BYTES}")
+
+
+@contextmanager
+def brief_lock_wait(conn: Connection, ms: int = BRIEF_WAIT_MS) -> Iterator[Connection]:
+    """`conn`, whose SQLite writes wait at most `ms` for another connection's write lock
+    (then fail with "database is locked") instead of a minute: for writes that may be
+    skipped, such as keeping a rendered answer. A refresh holds SQLite's one write lock for
+    its whole write (seconds at 10M orders), and an answer must not wait for it. PostgreSQL
+    locks rows, not the store: there `conn` is left as it is."""
+    if conn.dialect.name != "sqlite":
+        yield conn
+        return
+    raw = conn.connection.driver_connection
+    raw.execute(f"PRAGMA busy_timeout={int(ms)}")
+    try:
+        yield conn
+    finally:
+        raw.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")

@@ -5,11 +5,14 @@ entries — on SQLite and on PostgreSQL."""
 from __future__ import annotations
 
 import datetime as dt
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import copy_store
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sample_store import sample_store
@@ -327,3 +330,49 @@ def test_a_poked_warmer_warms_the_new_data_at_once(tmp_path: Path) -> None:
     finally:
         warmer.stop(timeout=30)
         eng.dispose()
+
+
+class _Rollback(Exception):
+    pass
+
+
+def test_an_answer_is_not_held_up_by_a_refresh_writing(sample_engine: Engine, tmp_path: Path) -> None:
+    """A refresh replaces the scores in one transaction (on SQLite it holds the store's one
+    write lock for all of it): an answer asked meanwhile comes at once, from the data as it
+    was, and is kept once the store can take it."""
+    engine = copy_store(sample_engine, tmp_path)
+    try:
+        cache, router = AnswerCache(Router(engine, Settings())), Router(engine, Settings())
+        key = cache.key_for("/delivery RJ")
+        assert key is not None and not cache.contains(key)
+        held, release = threading.Event(), threading.Event()
+
+        def write_like_a_refresh() -> None:
+            try:
+                with engine.begin() as conn:
+                    conn.execute(schema.customer_scores.delete())
+                    held.set()
+                    release.wait(30)
+                    raise _Rollback  # the store is left as it was
+            except _Rollback:
+                pass
+
+        writer = threading.Thread(target=write_like_a_refresh)
+        writer.start()
+        try:
+            assert held.wait(30)
+            started = time.perf_counter()
+            answer = cache.handle("/delivery RJ")
+            waited = time.perf_counter() - started
+            kept_meanwhile = cache.contains(key)
+        finally:
+            release.set()
+            writer.join()
+        assert waited < 10, f"the answer waited {waited:.1f} s for the refresh's write"
+        assert not answer.is_error and same_answer(answer, router.handle("/delivery RJ"))
+        # SQLite's write lock kept it out; PostgreSQL locks only the rows the refresh writes
+        assert kept_meanwhile == (engine.dialect.name != "sqlite")
+        again = cache.handle("/delivery RJ")
+        assert same_answer(again, answer) and cache.contains(key)
+    finally:
+        engine.dispose()

@@ -13,7 +13,7 @@ from storage.loaders import LoadError, load_path
 from storage.store import open_store
 
 STORE_SETTINGS = {"temp_store": 2, "mmap_size": 1 << 30, "cache_size": -262144, "threads": 0,
-                  "secure_delete": 0}  # storage/engine.py
+                  "secure_delete": 0, "busy_timeout": 60_000}  # storage/engine.py
 
 
 def _settings(engine) -> dict[str, int]:  # noqa: ANN001 - Engine
@@ -71,4 +71,29 @@ def test_unmapped_reads_leave_the_store_settings_as_they_were(sqlite_url: str) -
         assert conn.exec_driver_sql("SELECT count(*) FROM orders").scalar() == 0
     with pytest.raises(ZeroDivisionError), unmapped(engine):
         raise ZeroDivisionError
+    assert _settings(engine) == before == STORE_SETTINGS
+
+
+def test_a_brief_lock_wait_is_brief_then_the_store_waits_as_before(sqlite_url: str) -> None:
+    import sqlite3
+    import time
+
+    from storage.engine import brief_lock_wait
+
+    engine = open_store(sqlite_url)
+    before = _settings(engine)
+    path = engine.url.database
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another connection holds the write lock
+    try:
+        with engine.connect() as conn, brief_lock_wait(conn, 200):
+            started = time.perf_counter()
+            with pytest.raises(Exception, match="locked"):
+                conn.exec_driver_sql("INSERT INTO meta (key, value) VALUES ('x', 'y')")
+            waited = time.perf_counter() - started
+            conn.rollback()
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert 0.15 <= waited < 5, waited
     assert _settings(engine) == before == STORE_SETTINGS
