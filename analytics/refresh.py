@@ -36,6 +36,8 @@ rest of the refresh still completes.
 from __future__ import annotations
 
 import datetime as dt
+import os
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -70,6 +72,7 @@ PROJECTION_SAMPLE = 2_000
 # timings of work done on a thread beside the other stages ("clusters_wait": how long the
 # clusters held up the refresh after the scorers that do not need them)
 OVERLAPPED = ("facts", "migration", "clusters")
+YIELDING_NICE = 10  # how much lower the priority of the threads of work needed last (`_lower_priority`)
 
 Scorer = Callable[[Engine, pd.DataFrame, pd.DataFrame, dt.date], pd.DataFrame]
 
@@ -200,13 +203,17 @@ def refresh(
     feature_rows, snapshot_rows = features.assign(as_of=day), snapshot.assign(snapshot_date=day)
     # (native libraries single-threaded while three threads work: see cluster_customers;
     # set here once, so the threads' own limits, entered and left in any order, restore it)
-    with _Writes(engine) as writes, ThreadPoolExecutor(3, thread_name_prefix="pulse-beside") as pool, \
+    # The facts and the migration cells are needed only at the end of the write, the scores
+    # before it: their threads give way to this one and the clusters' for the CPU, so the
+    # scores come sooner instead of every thread sharing both cores alike.
+    with _Writes(engine) as writes, ThreadPoolExecutor(1, thread_name_prefix="pulse-beside") as pool, \
+            ThreadPoolExecutor(2, thread_name_prefix="pulse-last", initializer=_lower_priority) as last, \
             threadpool_limits(limits=1):
         # on SQLite, helper processes stage the features and the snapshot for the write now
         writes.stage(schema.customer_features, feature_rows)
         writes.stage(schema.segment_snapshots, snapshot_rows)
-        facts_job = pool.submit(compute_all_facts, data, as_of.date, rfm[["customer_id", "segment"]])
-        cells_job = pool.submit(_timed, cells_since, earlier_reads, snapshot)
+        facts_job = last.submit(compute_all_facts, data, as_of.date, rfm[["customer_id", "segment"]])
+        cells_job = last.submit(_timed, cells_since, earlier_reads, snapshot)
         # the clusters are made on a thread too, while the scorers that do not read the
         # scores table (the churn scorer) run on this one: neither waits for the other
         clusters_job = pool.submit(_timed, cluster_customers, features, seed, k) if len(features) else None
@@ -300,6 +307,17 @@ def _merge_scorer(scores: pd.DataFrame, extra: pd.DataFrame) -> pd.DataFrame:
 def _snapshot_rows(rfm: pd.DataFrame, features: pd.DataFrame) -> pd.DataFrame:
     """The segment snapshot of the as-of date (scorers never change a segment)."""
     return join_by_customer(rfm[["customer_id", "segment"]], features[["customer_id", "revenue", "state", "region"]])
+
+
+def _lower_priority() -> None:
+    """Lower this thread's CPU priority by `YIELDING_NICE` (Linux gives each thread a nice
+    value of its own; elsewhere, or when refused, nothing changes). For the threads of a
+    pool of their own: the priority stays lowered until the thread ends."""
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + YIELDING_NICE))
+    except (AttributeError, OSError):
+        pass
 
 
 def _timed(fn: Callable[..., Any], *args: Any) -> tuple[Any, float]:

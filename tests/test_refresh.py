@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
+import threading
 from pathlib import Path
 
 import pandas as pd
@@ -241,6 +243,44 @@ def test_slow_facts_are_waited_for_inside_the_write(default_store_url: str, monk
     assert len(rows(engine, schema.customer_scores)) == 5  # E only canceled
     assert get_meta(engine, "facts")["as_of"] == AS_OF.isoformat()
     assert get_meta(engine, "refresh")["timings"]["facts_wait"] == pytest.approx(t["facts_wait"], abs=1e-3)
+
+
+@pytest.mark.skipif(not hasattr(os, "setpriority") or not hasattr(threading, "get_native_id"),
+                    reason="threads have no priority of their own to set here (Linux has)")
+def test_facts_and_migration_give_way_to_the_scorers_and_clusters(default_store_url: str,
+                                                                   monkeypatch) -> None:  # noqa: ANN001
+    """The work needed only at the end of the write (the answer facts, the migration cells)
+    runs on threads of lower CPU priority; the scorers and clusters keep the refresh's own."""
+    import analytics.refresh as R
+
+    def nice() -> int:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    engine = open_store(default_store_url)
+    small_shop(engine)
+    seen: dict[str, int] = {}
+
+    def recorded(name: str, real):  # noqa: ANN001, ANN202
+        def run(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+            seen[name] = nice()
+            return real(*args, **kwargs)
+        return run
+
+    for name in ("compute_all_facts", "cells_since", "cluster_customers"):
+        monkeypatch.setattr(R, name, recorded(name, getattr(R, name)))
+
+    def churn(engine, features, scores, as_of):  # noqa: ANN001, ANN202
+        seen["scorer"] = nice()
+        return pd.DataFrame({"customer_id": features["customer_id"], "churn_prob": 0.25})
+
+    churn.uses_scores = False
+    own = nice()
+    report = refresh(engine, AS_OF, scorers=[churn])
+    assert report.scorer_errors == {} and report.customers == 5
+    lowered = min(19, own + R.YIELDING_NICE)
+    assert seen == {"compute_all_facts": lowered, "cells_since": lowered, "cluster_customers": own, "scorer": own}
+    assert nice() == own  # this thread's own priority is left as it was
+    assert get_meta(engine, "facts")["as_of"] == AS_OF.isoformat()
 
 
 def test_fingerprint_changes_with_the_data(default_store_url: str) -> None:
