@@ -12,8 +12,9 @@ another:
   `data_fingerprint(engine)` to skip work when the data has not changed), "refresh" (this
   report) and "clusters" (k selection, cluster profiles and a sample of the 2-D
   projection, for answers and charts without re-clustering);
-- the answer facts (`agg_*`, `analytics.facts`), computed on a thread while the clusters
-  (on another thread) and scorers run (they need only the dataset and the RFM segments);
+- the answer facts (`agg_*`, `analytics.facts`), computed on a thread of lower CPU priority
+  while the clusters (on another thread) and scorers run (they need only the dataset and
+  the RFM segments);
 - `agg_migration`: the segment migration cells from the snapshots the digest's and
   `/migration`'s default spans start from to this snapshot (`analytics.migration`),
   computed on another thread beside them.
@@ -201,11 +202,11 @@ def refresh(
     snapshot = _snapshot_rows(rfm, features)
     day = as_of.date.isoformat()
     feature_rows, snapshot_rows = features.assign(as_of=day), snapshot.assign(snapshot_date=day)
-    # (native libraries single-threaded while three threads work: see cluster_customers;
-    # set here once, so the threads' own limits, entered and left in any order, restore it)
     # The facts and the migration cells are needed only at the end of the write, the scores
     # before it: their threads give way to this one and the clusters' for the CPU, so the
     # scores come sooner instead of every thread sharing both cores alike.
+    # (native libraries single-threaded while three threads work: see cluster_customers;
+    # set here once, so the threads' own limits, entered and left in any order, restore it)
     with _Writes(engine) as writes, ThreadPoolExecutor(1, thread_name_prefix="pulse-beside") as pool, \
             ThreadPoolExecutor(2, thread_name_prefix="pulse-last", initializer=_lower_priority) as last, \
             threadpool_limits(limits=1):
