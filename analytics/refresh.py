@@ -37,8 +37,6 @@ rest of the refresh still completes.
 from __future__ import annotations
 
 import datetime as dt
-import os
-import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -59,6 +57,7 @@ from analytics.features import features_of
 from analytics.joins import join_by_customer, same_customers
 from analytics.migration import cells_since, start_earlier_reads, write_cells
 from analytics.model_store import DataFingerprint, read_fingerprint
+from analytics.priority import lower_priority, niceness
 from analytics.rfm import rfm_scores
 from analytics.snapshot import read_with_snapshot, snapshot_kept
 from storage import schema
@@ -73,7 +72,7 @@ PROJECTION_SAMPLE = 2_000
 # timings of work done on a thread beside the other stages ("clusters_wait": how long the
 # clusters held up the refresh after the scorers that do not need them)
 OVERLAPPED = ("facts", "migration", "clusters")
-YIELDING_NICE = 10  # how much lower the priority of the threads of work needed last (`_lower_priority`)
+YIELDING_NICE = 10  # how much lower the priority of the threads of work needed last
 
 Scorer = Callable[[Engine, pd.DataFrame, pd.DataFrame, dt.date], pd.DataFrame]
 
@@ -208,7 +207,8 @@ def refresh(
     # (native libraries single-threaded while three threads work: see cluster_customers;
     # set here once, so the threads' own limits, entered and left in any order, restore it)
     with _Writes(engine) as writes, ThreadPoolExecutor(1, thread_name_prefix="pulse-beside") as pool, \
-            ThreadPoolExecutor(2, thread_name_prefix="pulse-last", initializer=_lower_priority) as last, \
+            ThreadPoolExecutor(2, thread_name_prefix="pulse-last", initializer=lower_priority,
+                               initargs=(niceness() + YIELDING_NICE,)) as last, \
             threadpool_limits(limits=1):
         # on SQLite, helper processes stage the features and the snapshot for the write now
         writes.stage(schema.customer_features, feature_rows)
@@ -308,17 +308,6 @@ def _merge_scorer(scores: pd.DataFrame, extra: pd.DataFrame) -> pd.DataFrame:
 def _snapshot_rows(rfm: pd.DataFrame, features: pd.DataFrame) -> pd.DataFrame:
     """The segment snapshot of the as-of date (scorers never change a segment)."""
     return join_by_customer(rfm[["customer_id", "segment"]], features[["customer_id", "revenue", "state", "region"]])
-
-
-def _lower_priority() -> None:
-    """Lower this thread's CPU priority by `YIELDING_NICE` (Linux gives each thread a nice
-    value of its own; elsewhere, or when refused, nothing changes). For the threads of a
-    pool of their own: the priority stays lowered until the thread ends."""
-    try:
-        tid = threading.get_native_id()
-        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + YIELDING_NICE))
-    except (AttributeError, OSError):
-        pass
 
 
 def _timed(fn: Callable[..., Any], *args: Any) -> tuple[Any, float]:

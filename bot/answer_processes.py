@@ -18,7 +18,6 @@ as before; a dead pool is started again at the next answer, up to `MAX_RESTARTS`
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import multiprocessing
 import os
@@ -31,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine
 
+from analytics.priority import lower_priority
 from storage.engine import engine_url
 
 if TYPE_CHECKING:  # this module is what a worker imports first: it stays light
@@ -51,18 +51,10 @@ MAX_RESTARTS = 3  # pools found dead before the processes are given up (answers 
 _router: Any = None  # the worker's Router (set in each worker process by `_start_worker`)
 
 
-def _lower_priority() -> None:
-    """This thread (Linux: niceness is per thread, and inherited by what it spawns) or
-    process at `WORKER_NICENESS`."""
-    # where there are no priorities the workers run as the bot does
-    with contextlib.suppress(AttributeError, OSError):
-        os.setpriority(os.PRIO_PROCESS, 0, max(WORKER_NICENESS, os.getpriority(os.PRIO_PROCESS, 0)))
-
-
 def _start_worker(url: str, settings: Settings) -> None:
     """Worker initialiser: a router on the store at `url`, imports done before any answer."""
     global _router
-    _lower_priority()
+    lower_priority(WORKER_NICENESS)
     os.environ.setdefault("MPLBACKEND", "Agg")
     from bot.router import Router
     from storage.engine import make_engine
@@ -111,7 +103,7 @@ class AnswerProcesses:
 
         def spawn() -> None:
             if sys.platform.startswith("linux"):
-                _lower_priority()  # this thread only; the workers it spawns inherit it
+                lower_priority(WORKER_NICENESS)  # this thread only; the workers it spawns inherit it
             pool = self._get_pool()
             if pool is not None:
                 for _ in range(self.processes):  # each call no idle worker takes starts one
