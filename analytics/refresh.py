@@ -29,7 +29,10 @@ attribute it is also passed ``dataset=`` (the store as read once by the refresh,
 `uses_fingerprint` attribute ``fingerprint=`` (the `analytics.model_store.data_fingerprint`
 hash, from the same queries as the refresh's own summary). A scorer with a false
 `uses_scores` attribute is passed ``scores=None`` and runs while the clusters are made on
-a thread beside it (its rows are still merged in its turn). A scorer that raises, or
+a thread beside it (its rows are still merged in its turn). A scorer with a true
+`uses_dataset` and a ``prepare(dataset, as_of)`` method has it called on a thread of its
+own as soon as the store is read, while the features and RFM scores are made, and before
+its call (the churn scorer makes its churn features there). A scorer that raises, or
 returns other columns, is reported in `RefreshReport.scorer_errors` and skipped; the
 rest of the refresh still completes.
 """
@@ -40,6 +43,7 @@ import datetime as dt
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,6 +56,7 @@ from threadpoolctl import threadpool_limits
 from analytics.asof import AsOf, resolve_as_of
 from analytics.clusters import ClusterResult, cluster_customers
 from analytics.columnar import StagedRows, staging_pays, start_readers, start_staging
+from analytics.dataset import Dataset
 from analytics.facts import ComputedFacts, build_facts, compute_all_facts, customer_facts_frame
 from analytics.features import features_of
 from analytics.joins import join_by_customer, same_customers
@@ -59,7 +64,7 @@ from analytics.migration import cells_since, start_earlier_reads, write_cells
 from analytics.model_store import DataFingerprint, read_fingerprint
 from analytics.priority import lower_priority, niceness
 from analytics.rfm import rfm_scores
-from analytics.snapshot import read_with_snapshot, snapshot_kept
+from analytics.snapshot import ReadReport, read_with_snapshot, snapshot_kept
 from storage import schema
 from storage.loaders.bulk import BulkWriter, sqlite_arrow
 from storage.loaders.context import defer_indexes, restore_indexes
@@ -188,6 +193,16 @@ def refresh(
     # the snapshots the digest's and /migration's spans start from, read in the background
     # (after the dataset: their reads would hold up its reader processes)
     earlier_reads = start_earlier_reads(engine, as_of.date)
+    with _Preparations(scorers, data, as_of.date) as preparations:
+        return _after_read(engine, as_of, data, read, fingerprint, seed, scorers, k, timings, lap,
+                           earlier_reads, preparations)
+
+
+def _after_read(engine: Engine, as_of: AsOf, data: Dataset, read: ReadReport, fingerprint: DataFingerprint,
+                seed: int, scorers: Sequence[Scorer], k: int | None, timings: dict[str, float],
+                lap: Callable[[str], None], earlier_reads: dict[dt.date, Future[pa.Table]],
+                preparations: _Preparations) -> RefreshReport:
+    """The refresh from its dataset on: features, RFM, clusters, scorers, facts, the write."""
     features = features_of(data, as_of.date)
     lap("features")
     rfm = rfm_scores(features)
@@ -221,12 +236,15 @@ def refresh(
         outputs: dict[int, pd.DataFrame | None] = {}
         for i, scorer in enumerate(scorers):
             if not getattr(scorer, "uses_scores", True):
+                preparations.wait(i)
                 outputs[i] = _run_scorer(scorer, engine, features, None, as_of.date, data, fingerprint,
                                          errors, lap)
         clusters, timings["clusters"] = clusters_job.result() if clusters_job else (None, 0.0)
         lap("clusters_wait")
         scores = _scores_table(rfm, clusters)
         for i, scorer in enumerate(scorers):
+            if i not in outputs:
+                preparations.wait(i)
             extra = outputs[i] if i in outputs else _run_scorer(
                 scorer, engine, features, scores.copy(), as_of.date, data, fingerprint, errors, lap)
             if extra is None:
@@ -254,6 +272,39 @@ def refresh(
     lap("write")
     timings["write"] -= timings["facts_wait"]  # waited for inside the write, counted apart
     return report
+
+
+class _Preparations:
+    """The scorers' work that needs only the dataset and the as-of date (a scorer's optional
+    ``prepare(dataset, as_of)``, for a scorer with a true `uses_dataset`), started on a
+    thread as soon as the store is read: the features and RFM scores are made on one core
+    meanwhile, and the other would wait. A scorer keeps what it prepared for its call."""
+
+    def __init__(self, scorers: Sequence[Scorer], data: Dataset, day: dt.date):
+        self.jobs: dict[int, Future[None]] = {}
+        self.pool: ThreadPoolExecutor | None = None
+        for i, scorer in enumerate(scorers):
+            prepare = getattr(scorer, "prepare", None)
+            if prepare is None or not getattr(scorer, "uses_dataset", False):
+                continue
+            if self.pool is None:
+                self.pool = ThreadPoolExecutor(1, thread_name_prefix="pulse-prepare")
+            self.jobs[i] = self.pool.submit(prepare, data, day)
+
+    def wait(self, i: int) -> None:
+        """Until scorer `i`'s preparation is over (a failed one is left to the scorer's call,
+        which does the work itself and reports what fails)."""
+        job = self.jobs.pop(i, None)
+        if job is not None:
+            with suppress(Exception):  # see above
+                job.result()
+
+    def __enter__(self) -> _Preparations:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True)
 
 
 def _scorer_name(scorer: Scorer) -> str:

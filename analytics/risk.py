@@ -42,6 +42,7 @@ from analytics.churn import (
     History,
     NotTrainable,
     churn_features,
+    history_from,
     read_history,
     train_churn_model,
 )
@@ -260,14 +261,28 @@ class RiskScorer:
         self.retrain = retrain
         self.version = "churn-risk"
         self.last_run: dict[str, Any] = {}
+        self._prepared: tuple[Dataset, dt.date, History, pd.DataFrame] | None = None
+
+    def prepare(self, dataset: Dataset, as_of: dt.date) -> None:
+        """Make the churn features of `dataset` as of `as_of` ahead of the call that scores
+        them (the refresh runs this on a thread while it makes the RFM features); the next
+        call with the same dataset and date uses them, any other call drops them."""
+        self._prepared = None
+        history = history_from(dataset)
+        self._prepared = (dataset, as_of, history, churn_features(history, as_of))
 
     def __call__(self, engine: Engine, features: pd.DataFrame | None, scores: pd.DataFrame | None,
                  as_of: dt.date, dataset: Dataset | None = None,
                  fingerprint: str | None = None) -> pd.DataFrame:
-        history = read_history(engine, dataset)
+        prepared, self._prepared = self._prepared, None
+        if prepared is not None and dataset is not None and prepared[0] is dataset and prepared[1] == as_of:
+            history, X = prepared[2], prepared[3]
+        else:
+            history = read_history(engine, dataset)
+            X = churn_features(history, as_of)
+        del prepared
         if fingerprint is None:
             fingerprint = data_fingerprint(engine)
-        X = churn_features(history, as_of)
         model, churn_card = self._supervised(engine, history, as_of, fingerprint)
         supervised = model.predict(X) if model is not None else None
         try:
