@@ -259,6 +259,21 @@ def group_extreme(codes: np.ndarray, values: np.ndarray, size: int, how: str) ->
     return out
 
 
+def _first_of_largest(groups: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """The row of each group's largest value (ties: the first row; NaN only where the group
+    has nothing else), in group order."""
+    if len(groups) and non_decreasing(groups):
+        # groups in runs (payments in their orders' order): the runs' maxima, then the first
+        # row holding each, without a sort (lexsort of the first orders' payments at ten
+        # million orders: 0.4 s; of ten million rows: 6 s against 0.2 s)
+        starts = run_starts(groups)
+        largest = np.repeat(np.fmax.reduceat(values, starts), np.diff(np.r_[starts, len(values)]))
+        rows = np.flatnonzero((values == largest) | np.isnan(largest))
+        return rows[run_starts(groups[rows])]
+    order = np.lexsort((-values, groups))
+    return order[run_starts(groups[order])] if len(order) else order
+
+
 def _rows_where(frame: pd.DataFrame, of_order: np.ndarray, also: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """The columns of `frame` (rows with an `ord` column) as arrays, for the rows whose
     order is flagged in `of_order` (and flagged in `also`, per row, when given)."""
@@ -362,8 +377,7 @@ def churn_features(history: History, cutoff: dt.date) -> pd.DataFrame:
     first_pay = is_first[pay["ord"]] & (pay["method"] >= 0)
     # each first order's largest payment (ties: the first listed; NaN values last)
     fp_ord, fp_value, fp_method = pay["ord"][first_pay], pay["value"][first_pay].astype(float), pay["method"][first_pay]
-    order = np.lexsort((-fp_value, fp_ord))
-    pick = order[run_starts(fp_ord[order])] if len(order) else order
+    pick = _first_of_largest(fp_ord, fp_value)
     first_payment = np.full(n, None, dtype=object)
     first_payment[cust[fp_ord[pick]]] = h.method_names[fp_method[pick]]
 

@@ -19,8 +19,10 @@ from analytics.churn import (
     EXCLUDED_FEATURES,
     FEATURES,
     NotTrainable,
+    _first_of_largest,
     churn_features,
     churn_labels,
+    group_extreme,
     read_history,
     score_metrics,
     train_churn_model,
@@ -372,3 +374,34 @@ def test_a_model_of_nearly_the_same_data_scores_for_a_week(tmp_path: Path, shop_
 def test_distinct_ints_equals_numpy_unique(n: int) -> None:
     values = np.random.default_rng(n).integers(-50, 2_000, n)
     assert np.array_equal(churn.distinct_ints(values), np.unique(values))
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_group_extremes_and_first_of_largest_in_runs_and_not(seed: int) -> None:
+    """The per-group max/min (as pandas' groupby says, rows in any order) and each group's
+    first row of its largest value, the same with groups in runs (no sort) as out of order
+    (a sort); NaN ignored, ties to the first row, a group of NaN only gives its first."""
+    rng = np.random.default_rng(seed)
+    n, size = 2_000, 300
+    groups = np.sort(rng.integers(0, size - 20, n))  # some codes in range have no rows
+    values = rng.integers(0, 6, n).astype(float)  # few values: many ties
+    values[rng.random(n) < 0.2] = np.nan
+    values[groups == groups[0]] = np.nan  # a group with nothing but NaN
+    frame = pd.DataFrame({"g": groups, "v": values})
+    for how in ("max", "min"):
+        expected = getattr(frame.groupby("g")["v"], how)().reindex(range(size)).to_numpy()
+        np.testing.assert_array_equal(group_extreme(groups, values, size, how), expected)
+        shuffle = rng.permutation(n)
+        np.testing.assert_array_equal(group_extreme(groups[shuffle], values[shuffle], size, how), expected)
+
+    def first_of_largest(g: int) -> int:
+        rows = np.flatnonzero(groups == g)
+        known = rows[~np.isnan(values[rows])]
+        return int(rows[0] if not len(known) else known[np.argmax(values[known])])  # argmax: first
+
+    expected_rows = np.array([first_of_largest(g) for g in np.unique(groups)])
+    np.testing.assert_array_equal(_first_of_largest(groups, values), expected_rows)
+    # the groups' runs in reverse order (rows of a group in their order): the sort's way
+    order = np.concatenate([np.flatnonzero(groups == g) for g in np.unique(groups)[::-1]])
+    assert not np.all(np.diff(groups[order]) >= 0)
+    np.testing.assert_array_equal(order[_first_of_largest(groups[order], values[order])], expected_rows)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import threading
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -310,3 +311,58 @@ def test_olist_refresh(tmp_path_factory: pytest.TempPathFactory, tmp_path: Path)
         tiers = dict(conn.execute(select(schema.customer_scores.c.tier, func.count())
                                   .group_by(schema.customer_scores.c.tier)).all())
     assert set(tiers) == {"Low", "Mid", "High"}
+
+
+def test_a_scorer_prepares_on_a_thread_while_the_features_are_made(default_store_url: str,
+                                                                   monkeypatch) -> None:  # noqa: ANN001
+    """A scorer's `prepare(dataset, as_of)` starts as soon as the store is read, on a thread
+    of its own, beside the RFM features, and is over before the scorer is called; one that
+    fails leaves the work to the call, and the refresh completes."""
+    import analytics.refresh as R
+
+    engine = open_store(default_store_url)
+    small_shop(engine)
+    features_started, prepare_started = threading.Event(), threading.Event()
+    real_features = R.features_of
+
+    def features_of(*args):  # noqa: ANN002, ANN202
+        features_started.set()
+        assert prepare_started.wait(10), "the preparation did not start beside the features"
+        return real_features(*args)
+
+    monkeypatch.setattr(R, "features_of", features_of)
+
+    class Scorer:
+        uses_dataset, uses_scores = True, False
+
+        def __init__(self, fail: bool = False):
+            self.fail = fail
+            self.events: list[tuple[str, str]] = []
+
+        def prepare(self, dataset, as_of: dt.date) -> None:  # noqa: ANN001
+            prepare_started.set()
+            self.events.append(("prepare", threading.current_thread().name))
+            assert features_started.wait(10), "the features were not made beside the preparation"
+            time.sleep(0.2)  # still preparing when the features are done
+            if self.fail:
+                raise RuntimeError("no preparation today")
+            self.prepared = (dataset, as_of)
+            self.events.append(("prepared", threading.current_thread().name))
+
+        def __call__(self, engine, features, scores, as_of, dataset=None):  # noqa: ANN001, ANN204
+            self.events.append(("call", threading.current_thread().name))
+            assert self.fail or self.prepared == (dataset, as_of)
+            return pd.DataFrame({"customer_id": features["customer_id"], "churn_prob": 0.25})
+
+    for fail in (False, True):
+        features_started.clear()
+        prepare_started.clear()
+        scorer = Scorer(fail)
+        report = refresh(engine, AS_OF, scorers=[scorer])
+        assert report.scorer_errors == {} and report.customers == 5
+        kinds = [kind for kind, _ in scorer.events]
+        assert kinds == (["prepare", "call"] if fail else ["prepare", "prepared", "call"])
+        assert scorer.events[0][1].startswith("pulse-prepare") and scorer.events[-1][1] == "MainThread"
+        with engine.connect() as conn:
+            probs = conn.execute(select(schema.customer_scores.c.churn_prob)).scalars().all()
+        assert probs == [0.25] * 5
