@@ -31,8 +31,9 @@ hash, from the same queries as the refresh's own summary). A scorer with a false
 `uses_scores` attribute is passed ``scores=None`` and runs while the clusters are made on
 a thread beside it (its rows are still merged in its turn). A scorer with a true
 `uses_dataset` and a ``prepare(dataset, as_of)`` method has it called on a thread of its
-own as soon as the store is read, while the features and RFM scores are made, and before
-its call (the churn scorer makes its churn features there). A scorer that raises, or
+own as soon as the store is read, while the features and RFM scores are made; what it
+returns (None: nothing) is passed to the call as ``prepared=`` (the churn scorer makes its
+churn features there). A scorer that raises, or
 returns other columns, is reported in `RefreshReport.scorer_errors` and skipped; the
 rest of the refresh still completes.
 """
@@ -43,7 +44,6 @@ import datetime as dt
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -236,17 +236,15 @@ def _after_read(engine: Engine, as_of: AsOf, data: Dataset, read: ReadReport, fi
         outputs: dict[int, pd.DataFrame | None] = {}
         for i, scorer in enumerate(scorers):
             if not getattr(scorer, "uses_scores", True):
-                preparations.wait(i)
                 outputs[i] = _run_scorer(scorer, engine, features, None, as_of.date, data, fingerprint,
-                                         errors, lap)
+                                         errors, lap, preparations.result(i))
         clusters, timings["clusters"] = clusters_job.result() if clusters_job else (None, 0.0)
         lap("clusters_wait")
         scores = _scores_table(rfm, clusters)
         for i, scorer in enumerate(scorers):
-            if i not in outputs:
-                preparations.wait(i)
             extra = outputs[i] if i in outputs else _run_scorer(
-                scorer, engine, features, scores.copy(), as_of.date, data, fingerprint, errors, lap)
+                scorer, engine, features, scores.copy(), as_of.date, data, fingerprint, errors, lap,
+                preparations.result(i))
             if extra is None:
                 continue
             try:
@@ -278,10 +276,10 @@ class _Preparations:
     """The scorers' work that needs only the dataset and the as-of date (a scorer's optional
     ``prepare(dataset, as_of)``, for a scorer with a true `uses_dataset`), started on a
     thread as soon as the store is read: the features and RFM scores are made on one core
-    meanwhile, and the other would wait. A scorer keeps what it prepared for its call."""
+    meanwhile, and the other would wait. What it returns is passed to its call."""
 
     def __init__(self, scorers: Sequence[Scorer], data: Dataset, day: dt.date):
-        self.jobs: dict[int, Future[None]] = {}
+        self.jobs: dict[int, Future[Any]] = {}
         self.pool: ThreadPoolExecutor | None = None
         for i, scorer in enumerate(scorers):
             prepare = getattr(scorer, "prepare", None)
@@ -291,13 +289,16 @@ class _Preparations:
                 self.pool = ThreadPoolExecutor(1, thread_name_prefix="pulse-prepare")
             self.jobs[i] = self.pool.submit(prepare, data, day)
 
-    def wait(self, i: int) -> None:
-        """Until scorer `i`'s preparation is over (a failed one is left to the scorer's call,
-        which does the work itself and reports what fails)."""
+    def result(self, i: int) -> Any:
+        """What scorer `i` prepared, once it is ready; None when it has no preparation or its
+        preparation failed (its call then does the work itself and reports what fails)."""
         job = self.jobs.pop(i, None)
-        if job is not None:
-            with suppress(Exception):  # see above
-                job.result()
+        if job is None:
+            return None
+        try:
+            return job.result()
+        except Exception:  # noqa: BLE001 - see above
+            return None
 
     def __enter__(self) -> _Preparations:
         return self
@@ -313,14 +314,17 @@ def _scorer_name(scorer: Scorer) -> str:
 
 def _run_scorer(scorer: Scorer, engine: Engine, features: pd.DataFrame, scores: pd.DataFrame | None,
                 day: dt.date, data: Any, fingerprint: DataFingerprint, errors: dict[str, str],
-                lap: Callable[[str], None]) -> pd.DataFrame | None:
-    """The scorer's rows (None when it raised: the error is recorded), its time as a lap."""
+                lap: Callable[[str], None], prepared: Any = None) -> pd.DataFrame | None:
+    """The scorer's rows (None when it raised: the error is recorded), its time as a lap.
+    `prepared`: what its ``prepare`` returned (passed as ``prepared=`` when not None)."""
     name = _scorer_name(scorer)
     extra: dict[str, Any] = {}
     if getattr(scorer, "uses_dataset", False):
         extra["dataset"] = data
     if getattr(scorer, "uses_fingerprint", False):
         extra["fingerprint"] = fingerprint.digest
+    if prepared is not None:
+        extra["prepared"] = prepared
     try:
         out = scorer(engine, features, scores, day, **extra)
     except Exception as exc:  # noqa: BLE001 - a failing scorer must not stop the refresh

@@ -222,12 +222,27 @@ def combine_scores(features: pd.DataFrame, supervised: pd.Series | None,
 # --------------------------------------------------------------------------- the refresh scorer
 
 
+@dataclass(frozen=True, eq=False)
+class PreparedChurn:
+    """The churn features of a dataset as of a date (`RiskScorer.prepare`)."""
+
+    dataset: Dataset
+    as_of: dt.date
+    history: History
+    features: pd.DataFrame
+
+    def of(self, dataset: Dataset, as_of: dt.date) -> bool:
+        """Whether these are the features of that very dataset as of that date."""
+        return self.dataset is dataset and self.as_of == as_of
+
+
 class RiskScorer:
     """The refresh scorer: supervised churn model, BG/NBD + Gamma-Gamma, value at risk, bands.
 
     Call signature is the refresh's: ``scorer(engine, features, scores, as_of)``, plus the
-    store already read (``dataset=``) and its data fingerprint (``fingerprint=``, else
-    computed here) when the refresh has them.
+    store already read (``dataset=``), its data fingerprint (``fingerprint=``, else
+    computed here) and the churn features `prepare` made of it (``prepared=``) when the
+    refresh has them.
 
     The supervised model is retrained when the horizon, the seed or the card format differ
     from the stored model card's, or when the data fingerprint or the as-of date do. With
@@ -261,23 +276,20 @@ class RiskScorer:
         self.retrain = retrain
         self.version = "churn-risk"
         self.last_run: dict[str, Any] = {}
-        self._prepared: tuple[Dataset, dt.date, History, pd.DataFrame] | None = None
 
-    def prepare(self, dataset: Dataset, as_of: dt.date) -> None:
-        """Make the churn features of `dataset` as of `as_of` ahead of the call that scores
-        them (the refresh runs this on a thread while it makes the RFM features); the next
-        call with the same dataset and date uses them, any other call drops them."""
-        self._prepared = None
+    def prepare(self, dataset: Dataset, as_of: dt.date) -> PreparedChurn:
+        """The churn features of `dataset` as of `as_of`, made ahead of the call that scores
+        them (``prepared=``: the refresh makes them on a thread while it makes the RFM
+        features)."""
         history = history_from(dataset)
-        self._prepared = (dataset, as_of, history, churn_features(history, as_of))
+        return PreparedChurn(dataset, as_of, history, churn_features(history, as_of))
 
     def __call__(self, engine: Engine, features: pd.DataFrame | None, scores: pd.DataFrame | None,
-                 as_of: dt.date, dataset: Dataset | None = None,
-                 fingerprint: str | None = None) -> pd.DataFrame:
-        prepared, self._prepared = self._prepared, None
-        if prepared is not None and dataset is not None and prepared[0] is dataset and prepared[1] == as_of:
-            history, X = prepared[2], prepared[3]
-        else:
+                 as_of: dt.date, dataset: Dataset | None = None, fingerprint: str | None = None,
+                 prepared: PreparedChurn | None = None) -> pd.DataFrame:
+        if prepared is not None and dataset is not None and prepared.of(dataset, as_of):
+            history, X = prepared.history, prepared.features
+        else:  # (prepared for another dataset or date: made again)
             history = read_history(engine, dataset)
             X = churn_features(history, as_of)
         del prepared

@@ -316,8 +316,8 @@ def test_olist_refresh(tmp_path_factory: pytest.TempPathFactory, tmp_path: Path)
 def test_a_scorer_prepares_on_a_thread_while_the_features_are_made(default_store_url: str,
                                                                    monkeypatch) -> None:  # noqa: ANN001
     """A scorer's `prepare(dataset, as_of)` starts as soon as the store is read, on a thread
-    of its own, beside the RFM features, and is over before the scorer is called; one that
-    fails leaves the work to the call, and the refresh completes."""
+    of its own, beside the RFM features; what it returns is passed to the scorer's call. One
+    that fails leaves the work to the call, and the refresh completes."""
     import analytics.refresh as R
 
     engine = open_store(default_store_url)
@@ -346,12 +346,12 @@ def test_a_scorer_prepares_on_a_thread_while_the_features_are_made(default_store
             time.sleep(0.2)  # still preparing when the features are done
             if self.fail:
                 raise RuntimeError("no preparation today")
-            self.prepared = (dataset, as_of)
             self.events.append(("prepared", threading.current_thread().name))
+            return ("prepared", dataset, as_of)
 
-        def __call__(self, engine, features, scores, as_of, dataset=None):  # noqa: ANN001, ANN204
+        def __call__(self, engine, features, scores, as_of, dataset=None, prepared=None):  # noqa: ANN001, ANN204
             self.events.append(("call", threading.current_thread().name))
-            assert self.fail or self.prepared == (dataset, as_of)
+            assert prepared == (None if self.fail else ("prepared", dataset, as_of))
             return pd.DataFrame({"customer_id": features["customer_id"], "churn_prob": 0.25})
 
     for fail in (False, True):

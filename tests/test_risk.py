@@ -498,7 +498,7 @@ def test_at_risk_list_read_either_way_gives_the_same_rows(store: Engine) -> None
 
 def test_churn_features_prepared_ahead_are_used_only_for_their_dataset_and_date(scored: Engine,
                                                                               monkeypatch) -> None:  # noqa: ANN001
-    """`RiskScorer.prepare` makes the churn features the next call with the same dataset and
+    """`RiskScorer.prepare` makes the churn features that a call with the same dataset and
     date scores; the scores are those of a call that makes them itself."""
     from analytics.dataset import read_dataset
 
@@ -511,23 +511,18 @@ def test_churn_features_prepared_ahead_are_used_only_for_their_dataset_and_date(
         return real(history, cutoff)
 
     monkeypatch.setattr(risk, "churn_features", counted)
-    plain = risk.RiskScorer(HORIZON, 42)(scored, None, None, AS_OF, dataset=data)
+    scorer = risk.RiskScorer(HORIZON, 42)
+    plain = scorer(scored, None, None, AS_OF, dataset=data)
     assert made == [AS_OF]
 
-    ahead = risk.RiskScorer(HORIZON, 42)
-    ahead.prepare(data, AS_OF)
+    prepared = scorer.prepare(data, AS_OF)
     assert made == [AS_OF, AS_OF]
-    pd.testing.assert_frame_equal(ahead(scored, None, None, AS_OF, dataset=data), plain)
-    assert made == [AS_OF, AS_OF]  # the call used what was prepared
+    pd.testing.assert_frame_equal(scorer(scored, None, None, AS_OF, dataset=data, prepared=prepared), plain)
+    assert made == [AS_OF, AS_OF]  # the call scored what was prepared
 
-    # prepared for another date, or for another dataset: made again for the call's
+    # prepared for another date, or of another dataset: made again for the call's
     other_day = AS_OF - dt.timedelta(days=30)
-    ahead.prepare(data, other_day)
-    pd.testing.assert_frame_equal(ahead(scored, None, None, AS_OF, dataset=data), plain)
-    assert made == [AS_OF, AS_OF, other_day, AS_OF]
-    ahead.prepare(read_dataset(scored), AS_OF)
-    pd.testing.assert_frame_equal(ahead(scored, None, None, AS_OF, dataset=data), plain)
-    assert made == [AS_OF, AS_OF, other_day, AS_OF, AS_OF, AS_OF]
-    # what was prepared is used once: the next call makes its own
-    ahead(scored, None, None, AS_OF, dataset=data)
-    assert len(made) == 7
+    for other in (scorer.prepare(data, other_day), scorer.prepare(read_dataset(scored), AS_OF)):
+        before = len(made)
+        pd.testing.assert_frame_equal(scorer(scored, None, None, AS_OF, dataset=data, prepared=other), plain)
+        assert made[before:] == [AS_OF]
