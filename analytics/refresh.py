@@ -64,7 +64,7 @@ from analytics.migration import cells_since, start_earlier_reads, write_cells
 from analytics.model_store import DataFingerprint, read_fingerprint
 from analytics.priority import lower_priority, niceness
 from analytics.rfm import rfm_scores
-from analytics.snapshot import ReadReport, read_with_snapshot, snapshot_kept
+from analytics.snapshot import read_with_snapshot, snapshot_kept
 from storage import schema
 from storage.loaders.bulk import BulkWriter, sqlite_arrow
 from storage.loaders.context import defer_indexes, restore_indexes
@@ -194,82 +194,73 @@ def refresh(
     # (after the dataset: their reads would hold up its reader processes)
     earlier_reads = start_earlier_reads(engine, as_of.date)
     with _Preparations(scorers, data, as_of.date) as preparations:
-        return _after_read(engine, as_of, data, read, fingerprint, seed, scorers, k, timings, lap,
-                           earlier_reads, preparations)
+        features = features_of(data, as_of.date)
+        lap("features")
+        rfm = rfm_scores(features)
+        lap("rfm")
 
-
-def _after_read(engine: Engine, as_of: AsOf, data: Dataset, read: ReadReport, fingerprint: DataFingerprint,
-                seed: int, scorers: Sequence[Scorer], k: int | None, timings: dict[str, float],
-                lap: Callable[[str], None], earlier_reads: dict[dt.date, Future[pa.Table]],
-                preparations: _Preparations) -> RefreshReport:
-    """The refresh from its dataset on: features, RFM, clusters, scorers, facts, the write."""
-    features = features_of(data, as_of.date)
-    lap("features")
-    rfm = rfm_scores(features)
-    lap("rfm")
-
-    errors: dict[str, str] = {}
-    versions = []
-    # The answer facts need only the dataset and the RFM segments (scorers never change a
-    # segment), so they are computed on a thread while the clusters and scorers run: numpy,
-    # pandas and scikit-learn let go of the GIL in their loops, and both cores work.
-    snapshot = _snapshot_rows(rfm, features)
-    day = as_of.date.isoformat()
-    feature_rows, snapshot_rows = features.assign(as_of=day), snapshot.assign(snapshot_date=day)
-    # The facts and the migration cells are needed only at the end of the write, the scores
-    # before it: their threads give way to this one and the clusters' for the CPU, so the
-    # scores come sooner instead of every thread sharing both cores alike.
-    # (native libraries single-threaded while three threads work: see cluster_customers;
-    # set here once, so the threads' own limits, entered and left in any order, restore it)
-    with _Writes(engine) as writes, ThreadPoolExecutor(1, thread_name_prefix="pulse-beside") as pool, \
-            ThreadPoolExecutor(2, thread_name_prefix="pulse-last", initializer=lower_priority,
-                               initargs=(niceness() + YIELDING_NICE,)) as last, \
-            threadpool_limits(limits=1):
-        # on SQLite, helper processes stage the features and the snapshot for the write now
-        writes.stage(schema.customer_features, feature_rows)
-        writes.stage(schema.segment_snapshots, snapshot_rows)
-        facts_job = last.submit(compute_all_facts, data, as_of.date, rfm[["customer_id", "segment"]])
-        cells_job = last.submit(_timed, cells_since, earlier_reads, snapshot)
-        # the clusters are made on a thread too, while the scorers that do not read the
-        # scores table (the churn scorer) run on this one: neither waits for the other
-        clusters_job = pool.submit(_timed, cluster_customers, features, seed, k) if len(features) else None
-        outputs: dict[int, pd.DataFrame | None] = {}
-        for i, scorer in enumerate(scorers):
-            if not getattr(scorer, "uses_scores", True):
-                outputs[i] = _run_scorer(scorer, engine, features, None, as_of.date, data, fingerprint,
-                                         errors, lap, preparations.result(i))
-        clusters, timings["clusters"] = clusters_job.result() if clusters_job else (None, 0.0)
-        lap("clusters_wait")
-        scores = _scores_table(rfm, clusters)
-        for i, scorer in enumerate(scorers):
-            extra = outputs[i] if i in outputs else _run_scorer(
-                scorer, engine, features, scores.copy(), as_of.date, data, fingerprint, errors, lap,
-                preparations.result(i))
-            if extra is None:
-                continue
-            try:
-                scores = _merge_scorer(scores, extra)
-            except Exception as exc:  # noqa: BLE001 - rows that do not fit skip the scorer, not the refresh
-                errors[_scorer_name(scorer)] = f"{type(exc).__name__}: {exc}"
-            else:
-                versions.append(str(getattr(scorer, "version", _scorer_name(scorer))))
-        k_fitted = clusters.k if clusters else 0
-        model_version = "+".join([f"{MODEL_VERSION}-k{k_fitted}-s{seed}", *versions])[:64]
-        report = RefreshReport(
-            as_of=as_of, customers=len(features), model_version=model_version,
-            segments={s: int(n) for s, n in rfm["segment"].value_counts().items()},
-            k=k_fitted, knee_k=clusters.knee_k if clusters else None,
-            fallbacks=tuple(rfm.attrs.get("fallbacks", ())), timings=timings,
-            fingerprint=fingerprint_summary(fingerprint), scorer_errors=errors, read=read.to_dict(),
-        )
-        customer_rows = customer_facts_frame(features, scores)
-        # the features, scores and snapshot are written while the facts may still be computed
-        # on their thread (at 10M orders they take longer than the clusters and scorers)
-        _write(engine, as_of, feature_rows, scores, snapshot_rows, model_version, clusters, report, seed,
-               facts_job, cells_job, customer_rows, writes)
-    lap("write")
-    timings["write"] -= timings["facts_wait"]  # waited for inside the write, counted apart
-    return report
+        errors: dict[str, str] = {}
+        versions = []
+        # The answer facts need only the dataset and the RFM segments (scorers never change a
+        # segment), so they are computed on a thread while the clusters and scorers run: numpy,
+        # pandas and scikit-learn let go of the GIL in their loops, and both cores work.
+        snapshot = _snapshot_rows(rfm, features)
+        day = as_of.date.isoformat()
+        feature_rows, snapshot_rows = features.assign(as_of=day), snapshot.assign(snapshot_date=day)
+        # The facts and the migration cells are needed only at the end of the write, the scores
+        # before it: their threads give way to this one and the clusters' for the CPU, so the
+        # scores come sooner instead of every thread sharing both cores alike.
+        # (native libraries single-threaded while three threads work: see cluster_customers;
+        # set here once, so the threads' own limits, entered and left in any order, restore it)
+        with _Writes(engine) as writes, ThreadPoolExecutor(1, thread_name_prefix="pulse-beside") as pool, \
+                ThreadPoolExecutor(2, thread_name_prefix="pulse-last", initializer=lower_priority,
+                                   initargs=(niceness() + YIELDING_NICE,)) as last, \
+                threadpool_limits(limits=1):
+            # on SQLite, helper processes stage the features and the snapshot for the write now
+            writes.stage(schema.customer_features, feature_rows)
+            writes.stage(schema.segment_snapshots, snapshot_rows)
+            facts_job = last.submit(compute_all_facts, data, as_of.date, rfm[["customer_id", "segment"]])
+            cells_job = last.submit(_timed, cells_since, earlier_reads, snapshot)
+            # the clusters are made on a thread too, while the scorers that do not read the
+            # scores table (the churn scorer) run on this one: neither waits for the other
+            clusters_job = pool.submit(_timed, cluster_customers, features, seed, k) if len(features) else None
+            outputs: dict[int, pd.DataFrame | None] = {}
+            for i, scorer in enumerate(scorers):
+                if not getattr(scorer, "uses_scores", True):
+                    outputs[i] = _run_scorer(scorer, engine, features, None, as_of.date, data, fingerprint,
+                                             errors, lap, preparations.result(i))
+            clusters, timings["clusters"] = clusters_job.result() if clusters_job else (None, 0.0)
+            lap("clusters_wait")
+            scores = _scores_table(rfm, clusters)
+            for i, scorer in enumerate(scorers):
+                extra = outputs[i] if i in outputs else _run_scorer(
+                    scorer, engine, features, scores.copy(), as_of.date, data, fingerprint, errors, lap,
+                    preparations.result(i))
+                if extra is None:
+                    continue
+                try:
+                    scores = _merge_scorer(scores, extra)
+                except Exception as exc:  # noqa: BLE001 - rows that do not fit skip the scorer, not the refresh
+                    errors[_scorer_name(scorer)] = f"{type(exc).__name__}: {exc}"
+                else:
+                    versions.append(str(getattr(scorer, "version", _scorer_name(scorer))))
+            k_fitted = clusters.k if clusters else 0
+            model_version = "+".join([f"{MODEL_VERSION}-k{k_fitted}-s{seed}", *versions])[:64]
+            report = RefreshReport(
+                as_of=as_of, customers=len(features), model_version=model_version,
+                segments={s: int(n) for s, n in rfm["segment"].value_counts().items()},
+                k=k_fitted, knee_k=clusters.knee_k if clusters else None,
+                fallbacks=tuple(rfm.attrs.get("fallbacks", ())), timings=timings,
+                fingerprint=fingerprint_summary(fingerprint), scorer_errors=errors, read=read.to_dict(),
+            )
+            customer_rows = customer_facts_frame(features, scores)
+            # the features, scores and snapshot are written while the facts may still be computed
+            # on their thread (at 10M orders they take longer than the clusters and scorers)
+            _write(engine, as_of, feature_rows, scores, snapshot_rows, model_version, clusters, report, seed,
+                   facts_job, cells_job, customer_rows, writes)
+        lap("write")
+        timings["write"] -= timings["facts_wait"]  # waited for inside the write, counted apart
+        return report
 
 
 class _Preparations:

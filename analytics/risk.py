@@ -292,7 +292,6 @@ class RiskScorer:
         else:  # (prepared for another dataset or date: made again)
             history = read_history(engine, dataset)
             X = churn_features(history, as_of)
-        del prepared
         if fingerprint is None:
             fingerprint = data_fingerprint(engine)
         model, churn_card = self._supervised(engine, history, as_of, fingerprint)
