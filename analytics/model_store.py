@@ -77,8 +77,11 @@ def read_fingerprint(engine: Engine) -> DataFingerprint:
     """
     orders = schema.orders
     queries: dict[str, Select] = {t.name: _count(t) for t in schema.CANONICAL_TABLES}
+    # min and max each alone, where the purchase-time index answers them; beside the sums
+    # they cost the scan a text comparison per row (0.7 s of its 2.7 s at 10M orders)
+    queries["orders:first"] = select(func.min(orders.c.purchased_at))
+    queries["orders:last"] = select(func.max(orders.c.purchased_at))
     queries["orders:aggregates"] = select(
-        func.min(orders.c.purchased_at), func.max(orders.c.purchased_at),
         func.sum(orders.c.items_value + orders.c.freight_value),
         func.sum(case((orders.c.status.in_(NON_PURCHASE_STATUSES), 0), else_=1)),
         func.count(orders.c.delivered_at),
@@ -97,7 +100,8 @@ def read_fingerprint(engine: Engine) -> DataFingerprint:
     else:
         with ThreadPoolExecutor(2, thread_name_prefix="pulse-fingerprint") as pool:
             rows = dict(zip(names, pool.map(run, [queries[n] for n in names]), strict=True))
-    lo, hi, revenue, purchases, delivered = rows["orders:aggregates"]
+    (lo,), (hi,) = rows["orders:first"], rows["orders:last"]
+    revenue, purchases, delivered = rows["orders:aggregates"]
     reviews = rows["reviews:points"][0]
     return DataFingerprint(
         counts={t.name: int(rows[t.name][0]) for t in schema.CANONICAL_TABLES},
