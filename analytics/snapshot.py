@@ -49,7 +49,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from functools import cached_property, partial
 from pathlib import Path
@@ -257,14 +257,18 @@ def merge(old: Dataset | SnapshotFiles, new: Dataset) -> Dataset:
     for name in ("purchase", "items_value", "freight_value", "delivered", "estimated"):
         f[name] = gathered(o[name], getattr(new, name))
     del o, old_ids
-    f.update(_children(files, "items", new, old_row, new_row, "item_ord", {
-        "item_category": "category_names", "item_product": "product_names", "item_seller": "seller_names",
-    }, ("item_quantity", "item_price", "item_freight")))
+    # the lines on a thread, the payments and reviews on this one: numpy's gathers let go of
+    # the GIL, and the merge is on the refresh's path while the other core may be idle
+    with ThreadPoolExecutor(1, thread_name_prefix="pulse-merge") as beside:
+        items = beside.submit(_children, files, "items", new, old_row, new_row, "item_ord", {
+            "item_category": "category_names", "item_product": "product_names", "item_seller": "seller_names",
+        }, ("item_quantity", "item_price", "item_freight"))
+        f.update(_children(files, "payments", new, old_row, new_row, "pay_ord", {"pay_method": "method_names"},
+                           ("pay_installments", "pay_value")))
+        f.update(_children(files, "reviews", new, old_row, new_row, "review_ord", {},
+                           ("review_score", "review_created")))
+        f.update(items.result())
     put_items_in_order(f)  # (only a snapshot kept before the lines were saved in order needs it)
-    f.update(_children(files, "payments", new, old_row, new_row, "pay_ord", {"pay_method": "method_names"},
-                       ("pay_installments", "pay_value")))
-    f.update(_children(files, "reviews", new, old_row, new_row, "review_ord", {},
-                       ("review_score", "review_created")))
     return Dataset(**f)
 
 
