@@ -56,6 +56,7 @@ from analytics.columnar_worker import (
     KeyPositions,
     as_codes,
     conform,
+    created_table,
     ingest_to_file,
     read_to_file,
     reader_started,
@@ -358,11 +359,13 @@ def stop_readers() -> None:
 
 
 class StagedRows:
-    """Rows being written by a helper process into a scratch SQLite file (table `rows`);
-    `path()` waits for it. Use as a context manager, or `close()`, so the file goes."""
+    """Rows being written by a helper process into a scratch SQLite file (table `rows`, or
+    the store table whose `definition` it was given: `table`); `path()` waits for it. Use
+    as a context manager, or `close()`, so the file goes."""
 
-    def __init__(self, folder: str, out: str, future: Future[bool]):
+    def __init__(self, folder: str, out: str, future: Future[bool], table: str = "rows"):
         self.folder = folder
+        self.table = table
         self._out = out
         self._future = future
 
@@ -391,23 +394,26 @@ def staging_pays(engine: Engine, rows: int) -> bool:
     return _adbc is not None and sqlite_file(engine) is not None and rows >= STAGED_MIN_ROWS
 
 
-def start_staging(engine: Engine, rows: pa.Table) -> StagedRows | None:
+def start_staging(engine: Engine, rows: pa.Table, definition: Sequence[str] = ()) -> StagedRows | None:
     """Hand `rows` (as `storage.loaders.bulk.sqlite_arrow` makes them) to a helper process
     that writes them into a scratch SQLite file; None where that does not pay or cannot
-    be done (see `staging_pays`; or no helper process)."""
+    be done (see `staging_pays`; or no helper process). `definition`: the store table's
+    CREATE TABLE and CREATE INDEXes (`storage.loaders.bulk.sqlite_definition`), for rows
+    staged in a copy of the table with its indexes built (`ingest_to_file`)."""
     if not staging_pays(engine, rows.num_rows):
         return None
     folder = tempfile.mkdtemp(prefix="pulse-stage-")
     source, out = os.path.join(folder, "rows.arrow"), os.path.join(folder, "rows.db")
+    table = created_table(definition[0]) if definition else "rows"
     try:
         with pa.OSFile(source, "wb") as sink, pa.ipc.new_file(sink, rows.schema) as writer:
             writer.write_table(rows)
-        future = _reader_pool().submit(ingest_to_file, source, out)
+        future = _reader_pool().submit(ingest_to_file, source, out, list(definition))
     except (BrokenProcessPool, OSError, RuntimeError):
         _drop_pool()
         shutil.rmtree(folder, ignore_errors=True)
         return None
-    return StagedRows(folder, out, future)
+    return StagedRows(folder, out, future, table)
 
 
 # --- PostgreSQL ------------------------------------------------------------------------------

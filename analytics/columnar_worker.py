@@ -12,7 +12,7 @@ import importlib.abc
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -121,11 +121,15 @@ def _fetch(stmt: object) -> pa.Table:
     return pa.RecordBatchReader._import_from_c(handle.address).read_all()
 
 
-def ingest_to_file(source: str, out: str) -> bool:
-    """Write the Arrow IPC file `source` into a new SQLite file `out`, as table `rows`
-    (columns typed from Arrow: TEXT, INTEGER, REAL), with ADBC's bulk ingest; False when
-    it could not (`out` may then be left half-made: the caller drops it). A scratch
-    file: no journal, no syncs."""
+def ingest_to_file(source: str, out: str, definition: Sequence[str] = ()) -> bool:
+    """Write the Arrow IPC file `source` into a new SQLite file `out` with ADBC's bulk
+    ingest; False when it could not (`out` may then be left half-made: the caller drops
+    it). A scratch file: no journal, no syncs. Without `definition`, into table `rows`
+    (columns typed from Arrow: TEXT, INTEGER, REAL). With it (a store table's CREATE
+    TABLE, then its CREATE INDEXes, as the store holds them), into that table made so,
+    its indexes built after the rows: the store can then take table and indexes as they
+    are (`storage.loaders.bulk.BulkWriter.insert_staged`)."""
+    table_name = created_table(definition[0]) if definition else "rows"
     try:
         with pa.memory_map(source) as src:
             table = pa.ipc.open_file(src).read_all()
@@ -134,14 +138,29 @@ def ingest_to_file(source: str, out: str) -> bool:
                 stmt.set_sql_query(pragma)
                 _fetch(stmt)
             conn.set_autocommit(False)  # one transaction, not one per row
-            stmt.set_options(**{_adbc_manager.INGEST_OPTION_TARGET_TABLE: "rows",
-                                _adbc_manager.INGEST_OPTION_MODE: _adbc_manager.INGEST_OPTION_MODE_CREATE})
+            if definition:
+                stmt.set_sql_query(definition[0])
+                stmt.execute_update()
+            mode = _adbc_manager.INGEST_OPTION_MODE_APPEND if definition else _adbc_manager.INGEST_OPTION_MODE_CREATE
+            stmt.set_options(**{_adbc_manager.INGEST_OPTION_TARGET_TABLE: table_name,
+                                _adbc_manager.INGEST_OPTION_MODE: mode})
             stmt.bind_stream(table)
             stmt.execute_update()
+            for index in definition[1:]:
+                stmt.set_sql_query(index)
+                stmt.execute_update()
             conn.commit()
     except (_adbc_manager.Error, pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError):
         return False
     return True
+
+
+def created_table(create_table: str) -> str:
+    """The table a CREATE TABLE statement makes (its name as written, quotes dropped)."""
+    words = create_table.split("(", 1)[0].split()
+    if [w.upper() for w in words[:2]] != ["CREATE", "TABLE"] or len(words) != 3:
+        raise ValueError(f"not a plain CREATE TABLE: {create_table[:60]!r}")
+    return words[2].strip('"`[]')
 
 
 def _published_keys(path: str) -> KeyPositions | None:

@@ -19,7 +19,13 @@ import analytics.columnar as columnar
 import analytics.refresh as R
 from analytics.refresh import refresh
 from storage import schema
-from storage.loaders.bulk import BulkWriter, sql_datetime_strings, sql_datetimes, sqlite_arrow
+from storage.loaders.bulk import (
+    BulkWriter,
+    sql_datetime_strings,
+    sql_datetimes,
+    sqlite_arrow,
+    sqlite_definition,
+)
 from storage.store import open_store
 
 pytestmark = pytest.mark.skipif(not columnar.fast_sqlite_available(), reason="adbc-driver-sqlite is not installed")
@@ -127,6 +133,55 @@ def test_staged_insert_stores_what_the_plain_insert_stores(tmp_path: Path, monke
         assert got[2]["cluster"] == (None, "null") and got[3]["cluster"] == (2, "integer")
 
 
+@pytest.mark.parametrize(("table", "make"), [(F, features_frame), (SC, scores_frame)])
+def test_rows_staged_in_a_copy_of_the_table_bring_its_index_entries(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch,
+                                                                     table, make) -> None:  # noqa: ANN001
+    """Staged with the store's definition of the table, the rows are stored as the plain
+    insert stores them, the table keeps its indexes (never dropped), SQLite finds them
+    consistent, and the copy is SQLite's transfer: its program reads the staged file's
+    indexes (a row-by-row insert reads only the staged table)."""
+    monkeypatch.setattr(columnar, "STAGED_MIN_ROWS", 0)
+    frame = make()
+    plain = open_store(f"sqlite:///{tmp_path / 'plain.db'}")
+    with plain.begin() as conn:
+        BulkWriter(conn).insert(table, frame)
+    store = open_store(f"sqlite:///{tmp_path / 'staged.db'}")
+    with store.connect() as conn:
+        definition = sqlite_definition(conn, table)
+    assert definition[0].startswith(f"CREATE TABLE {table.name}")
+    assert sorted(d.split()[2] for d in definition[1:]) == sorted(i.name for i in table.indexes)
+    indexes = _indexes(tmp_path / "staged.db")
+
+    staged = columnar.start_staging(store, sqlite_arrow(table, frame), definition)
+    assert staged is not None and staged.table == table.name
+    with staged:
+        path = staged.path()
+        assert path is not None
+        with store.connect() as conn:
+            writer = BulkWriter(conn)
+            with conn.begin():
+                name = writer._attach(path)
+                program = conn.exec_driver_sql(
+                    f"EXPLAIN INSERT INTO main.{table.name} SELECT * FROM {name}.{table.name}").all()
+                staged_db = [r[1] for r in conn.exec_driver_sql("PRAGMA database_list")].index(name)
+                read = {r[3] for r in program if r[1] == "OpenRead" and r[4] == staged_db}
+                assert len(read) == 1 + len(definition)  # the table, its key's index and every other index
+                writer.detach_staged()
+            with conn.begin():
+                assert writer.insert_staged(table, path, list(frame.columns), as_made=True) == len(frame)
+            writer.detach_staged()
+
+    got = stored(tmp_path / "staged.db", table.name)
+    assert got == stored(tmp_path / "plain.db", table.name) and len(got) == len(frame)
+    assert _indexes(tmp_path / "staged.db") == indexes
+    with contextlib.closing(sqlite3.connect(tmp_path / "staged.db")) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+        by_value = [r[0] for r in conn.execute(f"SELECT customer_id FROM {table.name} INDEXED BY "
+                                               f"{sorted(i.name for i in table.indexes)[0]} ORDER BY rowid")]
+        assert sorted(by_value) == sorted(frame["customer_id"])
+
+
 def test_a_column_arrow_cannot_carry_is_refused_and_the_refresh_binds_it(tmp_path: Path,
                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     frame = features_frame().assign(top_category=pd.Series(["toys", 3, None, "x", 1.5, "y", "z"], dtype=object))
@@ -152,9 +207,9 @@ def _count_staged(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     calls: list[str] = []
     real = BulkWriter.insert_staged
 
-    def counted(self, table, path, columns):  # noqa: ANN001, ANN202
+    def counted(self, table, path, columns, **kw):  # noqa: ANN001, ANN003, ANN202
         calls.append(table.name)
-        return real(self, table, path, columns)
+        return real(self, table, path, columns, **kw)
 
     monkeypatch.setattr(BulkWriter, "insert_staged", counted)
     return calls

@@ -123,6 +123,15 @@ def _sorted(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     return frame.iloc[order]
 
 
+def sqlite_definition(conn: Connection, table: Table) -> list[str]:
+    """SQLite: `table`'s CREATE TABLE as the store holds it, then its CREATE INDEXes (the
+    statements the store's schema records; none for a table it lacks)."""
+    rows = conn.exec_driver_sql(
+        "SELECT type, sql FROM sqlite_master WHERE tbl_name = ? AND sql IS NOT NULL "
+        "AND type IN ('table', 'index') ORDER BY type = 'index', name", (table.name,)).all()
+    return [sql for kind, sql in rows] if rows and rows[0][0] == "table" else []
+
+
 def sqlite_arrow(table: Table, frame: pd.DataFrame) -> pa.Table:
     """`frame`'s rows as Arrow columns holding what `BulkWriter.insert` binds on SQLite:
     dates and datetimes as SQLAlchemy's text, whole-number columns as integers (or floats,
@@ -330,29 +339,41 @@ class BulkWriter:
             self._copy(table.name, cols, table, frame)
         return len(frame)
 
-    def insert_staged(self, table: Table, path: str, columns: list[str]) -> int:
+    def insert_staged(self, table: Table, path: str, columns: list[str], *, as_made: bool = False) -> int:
         """Plain insert of the rows of a scratch SQLite file (SQLite only: table `rows`
         with `columns`, see `sqlite_arrow`); returns the rows written. The file stays
         attached to this connection until `detach_staged`, which must wait until the
-        transaction has ended (SQLite refuses to detach a file read in an open one)."""
+        transaction has ended (SQLite refuses to detach a file read in an open one).
+        `as_made`: the file holds `table` itself, made from its `sqlite_definition` with
+        its indexes built; into an empty `table` SQLite then copies the rows and every
+        index's entries as they are (its transfer optimisation of `INSERT INTO t SELECT *
+        FROM other.t`), instead of building the indexes on this connection."""
         self._wait()
-        return self._insert_from_file(table.name, path, columns)
+        if not as_made:
+            return self._insert_from_file(table.name, path, columns)
+        name = self._attach(path)
+        return self._raw().execute(f"INSERT INTO main.{_q(table.name)} SELECT * FROM {name}.{_q(table.name)}").rowcount
 
     def _insert_from_file(self, table: str, path: str, columns: Sequence[str], order: Sequence[str] = (),
                           conflict: str = "") -> int:
         """`INSERT … SELECT` from table `rows` of the scratch SQLite file `path` (attached
         until `detach_staged`), in `order` and then the file's row order when given, with
         the `conflict` clause; returns the rows written."""
-        name = f"pulse_staged_{len(self._attached)}"
+        name = self._attach(path)
         raw = self._raw()
-        raw.execute(f"ATTACH DATABASE ? AS {name}", (path,))
-        self._attached.append(name)
         collist = ", ".join(map(_q, columns))
         sql = f"INSERT INTO main.{_q(table)} ({collist}) SELECT {collist} FROM {name}.rows"
         if order:
             # WHERE true: SQLite's grammar needs it between a SELECT and ON CONFLICT
             sql += f" WHERE true ORDER BY {', '.join(map(_q, order))}, rowid"
         return raw.execute(sql + conflict).rowcount
+
+    def _attach(self, path: str) -> str:
+        """Attach the scratch file `path` (until `detach_staged`); its schema name."""
+        name = f"pulse_staged_{len(self._attached)}"
+        self._raw().execute(f"ATTACH DATABASE ? AS {name}", (path,))
+        self._attached.append(name)
+        return name
 
     def detach_staged(self) -> None:
         """Detach the scratch files `insert_staged` attached (after the transaction)."""
