@@ -278,8 +278,20 @@ def _ids(values: pa.Array, codes: pd.Series) -> np.ndarray:
 def _month_keys(ts: pd.Series) -> pd.Categorical:
     """'YYYY-MM' of each timestamp, as a categorical of the months in order (formatted once
     per distinct month; grouped without hashing a string per row)."""
-    months = ts.to_numpy().astype("datetime64[M]")
-    uniq, inverse = np.unique(months, return_inverse=True)
+    stamps = ts.to_numpy().astype("datetime64[us]")
+    day = stamps.view(np.int64) // DAY_US
+    first = int(day.min()) if len(day) else 0
+    days = int(day.max()) - first + 1 if len(day) else 0
+    if np.isnat(stamps).any() or days > 1 << 20:
+        uniq, inverse = np.unique(stamps.astype("datetime64[M]"), return_inverse=True)
+    else:  # a few years of days: each day's month looked up and counted, nothing sorted (np.unique
+        # of ten million months took 0.9 s, their conversion from microseconds 0.3 s more)
+        month_of_day = np.arange(first, first + days).astype("datetime64[D]").astype("datetime64[M]").view(np.int64)
+        number = month_of_day[day - first]
+        lo = int(month_of_day[0]) if days else 0
+        seen = np.bincount(number - lo, minlength=int(month_of_day[-1]) - lo + 1 if days else 0) > 0
+        uniq = (np.flatnonzero(seen) + lo).astype("datetime64[M]")
+        inverse = (np.cumsum(seen) - 1)[number - lo]
     names = pd.Index(np.datetime_as_string(uniq, unit="M").astype(object), dtype=object)
     return pd.Categorical.from_codes(inverse.ravel(), categories=names)
 
@@ -445,10 +457,13 @@ def _delivery(orders: pd.DataFrame, reviews: pd.DataFrame) -> dict[str, pd.DataF
     delivered = o[o["days"].notna()]
 
     stats = [pd.DataFrame([{"level": "all", **dlv.order_stats(delivered)}])]
-    for level, keys in (("group", ["state", "region"]), ("region", ["region"]), ("state", ["state"])):
-        g = dlv.grouped_stats(delivered, keys)
-        if level == "state":
-            g = g[g["state"].notna()]
+    by_pair = dlv.grouped_stats(delivered, ["state", "region"])
+    # each state in one region (as the store's geography makes them): a state's orders are
+    # its pair's, in the same order, and so are its figures and its place in the sort
+    by_state = (by_pair.drop(columns="region") if not by_pair["state"].duplicated().any()
+                else dlv.grouped_stats(delivered, ["state"]))
+    for level, g in (("group", by_pair), ("region", dlv.grouped_stats(delivered, ["region"])),
+                     ("state", by_state[by_state["state"].notna()])):
         stats.append(g.assign(level=level))
     stats = pd.concat(stats, ignore_index=True)
     for col in ("state", "region"):

@@ -18,7 +18,7 @@ from sqlalchemy import Engine, func, select
 from analytics.cohorts import cohort_retention
 from analytics.dataset import read_dataset
 from analytics.delivery import delivery_report
-from analytics.facts import build_facts, compute_all_facts
+from analytics.facts import _month_keys, build_facts, compute_all_facts
 from analytics.filters import FACTS_META, facts_meta
 from analytics.finance import finance_report
 from analytics.kpis import overview
@@ -238,3 +238,25 @@ def test_first_of_pairs_marks_each_distinct_pair_once() -> None:
     assert first.sum() == len(set(zip(a.tolist(), b.tolist(), strict=True)))
     assert _first_of_pairs(np.array([7]), np.array([0])).tolist() == [True]
     assert _first_of_pairs(np.array([], dtype=np.int64), np.array([], dtype=np.int64)).tolist() == []
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_month_keys_are_the_sorted_months_as_numpys_unique_makes_them(seed: int) -> None:
+    """Each timestamp's 'YYYY-MM' and the months present, in order: counted over the days
+    they span, the same as from np.unique of the months; before 1970, at its edge, over
+    centuries and with NaT (np.unique itself there)."""
+    rng = np.random.default_rng(seed)
+    spans = [(1_470_000_000, 1_540_000_000), (-2_000_000_000, 100_000_000), (-5, 5), (-10**10, 10**10)]
+    for lo, hi in spans:
+        for n in (0, 1, 7, 5_000):
+            stamps = (rng.integers(lo, hi, n) * 10**6 + rng.integers(0, 10**6, n)).astype("datetime64[us]")
+            if seed == 2 and n:
+                stamps[rng.integers(0, n)] = np.datetime64("NaT")
+            months = stamps.astype("datetime64[M]")
+            uniq, inverse = np.unique(months, return_inverse=True)
+            got = _month_keys(pd.Series(stamps))
+            assert list(got.categories) == list(np.datetime_as_string(uniq, unit="M"))
+            assert np.array_equal(got.codes, inverse.ravel())
+    edge = _month_keys(pd.Series(np.array(["1969-12-31T23:59:59.999999", "1970-01-01", "1969-12-01"],
+                                          dtype="datetime64[us]")))
+    assert list(edge.categories) == ["1969-12", "1970-01"] and edge.codes.tolist() == [0, 1, 0]
