@@ -45,6 +45,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -219,7 +220,8 @@ def refresh(
             # on SQLite, helper processes stage the features and the snapshot for the write now
             writes.stage(schema.customer_features, feature_rows, with_indexes=True)
             writes.stage(schema.segment_snapshots, snapshot_rows)
-            facts_job = last.submit(compute_all_facts, data, as_of.date, rfm[["customer_id", "segment"]])
+            facts_job = last.submit(partial(compute_all_facts, beside=True), data, as_of.date,
+                                    rfm[["customer_id", "segment"]])
             cells_job = last.submit(_timed, cells_since, earlier_reads, snapshot)
             # the clusters are made on a thread too, while the scorers that do not read the
             # scores table (the churn scorer) run on this one: neither waits for the other

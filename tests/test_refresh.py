@@ -14,6 +14,7 @@ from analytics_data import Shop, loaded_store
 from conftest import copy_store
 from sqlalchemy import Engine, func, select
 
+import analytics.facts as facts_module
 from analytics.asof import resolve_as_of, stored_as_of
 from analytics.refresh import SCORER_COLUMNS, data_fingerprint, refresh
 from storage import schema
@@ -224,12 +225,12 @@ def test_slow_facts_are_waited_for_inside_the_write(default_store_url: str, monk
             events.append(("insert", table.name))
             return super().insert(table, frame)
 
-    def slow_facts(*args):  # noqa: ANN002, ANN202
+    def slow_facts(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
         time.sleep(1.5)
         events.append(("facts done", None))
         with engine.connect() as conn:  # another connection: sees only what is committed
             scores_when_facts_done["rows"] = conn.execute(select(func.count()).select_from(schema.customer_scores)).scalar()
-        return real(*args)
+        return real(*args, **kwargs)
 
     monkeypatch.setattr(R, "compute_all_facts", slow_facts)
     monkeypatch.setattr(R, "BulkWriter", Recorded)
@@ -269,6 +270,8 @@ def test_facts_and_migration_give_way_to_the_scorers_and_clusters(default_store_
 
     for name in ("compute_all_facts", "cells_since", "cluster_customers"):
         monkeypatch.setattr(R, name, recorded(name, getattr(R, name)))
+    # the delivery facts, on a thread the facts' thread starts: its priority is inherited
+    monkeypatch.setattr(facts_module, "_delivery", recorded("delivery facts", facts_module._delivery))
 
     def churn(engine, features, scores, as_of):  # noqa: ANN001, ANN202
         seen["scorer"] = nice()
@@ -279,7 +282,8 @@ def test_facts_and_migration_give_way_to_the_scorers_and_clusters(default_store_
     report = refresh(engine, AS_OF, scorers=[churn])
     assert report.scorer_errors == {} and report.customers == 5
     lowered = min(19, own + R.YIELDING_NICE)
-    assert seen == {"compute_all_facts": lowered, "cells_since": lowered, "cluster_customers": own, "scorer": own}
+    assert seen == {"compute_all_facts": lowered, "delivery facts": lowered, "cells_since": lowered,
+                    "cluster_customers": own, "scorer": own}
     assert nice() == own  # this thread's own priority is left as it was
     assert get_meta(engine, "facts")["as_of"] == AS_OF.isoformat()
 
