@@ -404,7 +404,10 @@ def start_staging(engine: Engine, rows: pa.Table, definition: Sequence[str] = ()
         return None
     folder = tempfile.mkdtemp(prefix="pulse-stage-")
     source, out = os.path.join(folder, "rows.arrow"), os.path.join(folder, "rows.db")
-    table = created_table(definition[0]) if definition else "rows"
+    try:
+        table = created_table(definition[0]) if definition else "rows"
+    except ValueError:  # a definition this does not read: the rows staged as plain rows
+        definition, table = (), "rows"
     try:
         with pa.OSFile(source, "wb") as sink, pa.ipc.new_file(sink, rows.schema) as writer:
             writer.write_table(rows)

@@ -182,6 +182,20 @@ def test_rows_staged_in_a_copy_of_the_table_bring_its_index_entries(tmp_path: Pa
         assert sorted(by_value) == sorted(frame["customer_id"])
 
 
+def test_a_definition_that_is_not_a_plain_create_table_stages_plain_rows(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(columnar, "STAGED_MIN_ROWS", 0)
+    store = open_store(f"sqlite:///{tmp_path / 'pulse.db'}")
+    frame = scores_frame()
+    staged = columnar.start_staging(store, sqlite_arrow(SC, frame), ["CREATE VIEW v AS SELECT 1"])
+    assert staged is not None and staged.table == "rows"
+    with staged, store.connect() as conn:
+        writer = BulkWriter(conn)
+        with conn.begin():
+            assert writer.insert_staged(SC, staged.path(), list(frame.columns)) == len(frame)
+        writer.detach_staged()
+
+
 def test_a_column_arrow_cannot_carry_is_refused_and_the_refresh_binds_it(tmp_path: Path,
                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     frame = features_frame().assign(top_category=pd.Series(["toys", 3, None, "x", 1.5, "y", "z"], dtype=object))
