@@ -159,15 +159,15 @@ def test_rows_staged_in_a_copy_of_the_table_bring_its_index_entries(tmp_path: Pa
         path = staged.path()
         assert path is not None
         with store.connect() as conn:
-            writer = BulkWriter(conn)
             with conn.begin():
-                name = writer._attach(path)
+                conn.exec_driver_sql("ATTACH DATABASE ? AS probe", (path,))
                 program = conn.exec_driver_sql(
-                    f"EXPLAIN INSERT INTO main.{table.name} SELECT * FROM {name}.{table.name}").all()
-                staged_db = [r[1] for r in conn.exec_driver_sql("PRAGMA database_list")].index(name)
-                read = {r[3] for r in program if r[1] == "OpenRead" and r[4] == staged_db}
+                    f"EXPLAIN INSERT INTO main.{table.name} SELECT * FROM probe.{table.name}").all()
+                probe = [r[1] for r in conn.exec_driver_sql("PRAGMA database_list")].index("probe")
+                read = {r[3] for r in program if r[1] == "OpenRead" and r[4] == probe}
                 assert len(read) == 1 + len(definition)  # the table, its key's index and every other index
-                writer.detach_staged()
+                conn.exec_driver_sql("DETACH DATABASE probe")
+            writer = BulkWriter(conn)
             with conn.begin():
                 assert writer.insert_staged(table, path, list(frame.columns), as_made=True) == len(frame)
             writer.detach_staged()
