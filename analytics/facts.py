@@ -255,7 +255,7 @@ def _join_on_codes(frame: pd.DataFrame, other: pd.DataFrame, key: str, cols: lis
     size = int(max(keys.max(initial=-1), known.max(initial=-1))) + 1
     at = np.full(size + 1, -1, dtype=np.int64)  # the last slot answers the negative keys
     at[known[known_at]] = known_at
-    pos = at[np.where(keys >= 0, keys, size)]
+    pos = at[keys if keys.min(initial=0) >= 0 else np.where(keys >= 0, keys, size)]
     keep = pos >= 0
     rows = None if keep.all() else np.flatnonzero(keep)
     pos = pos[keep]
@@ -456,12 +456,15 @@ def _cohorts(data: Dataset, as_of: dt.date) -> pd.DataFrame:
 
 
 def _delivery(orders: pd.DataFrame, reviews: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    o = dlv.prepare_orders(orders[["order_id", "customer_id", "ts", "gs", "gr", "days",
-                                   "days_late", "freight_value"]].rename(columns={"freight_value": "freight"}))
-    # the same figures as from the raw tables, in a form that groups fast at millions of
-    # orders: on_time as 1.0 / 0.0 / NaN (not objects), state and region as categoricals
-    # whose groups come in the object columns' order (sorted, missing last)
-    o = o.assign(on_time=o["on_time"].astype(float), state=_sorted_keys(o["gs"]), region=_sorted_keys(o["gr"]))
+    o = orders[["order_id", "customer_id", "ts", "gs", "gr", "days", "days_late", "freight_value"]].rename(
+        columns={"freight_value": "freight"})
+    # the same figures as from the raw tables (`dlv.prepare_orders`), in a form that groups
+    # fast at millions of orders: on_time as 1.0 / 0.0 / NaN (not objects: made as floats, not
+    # converted from a column of objects), state and region as categoricals whose groups come
+    # in the object columns' order (sorted, missing last)
+    late = o["days_late"].to_numpy(dtype=float)
+    o = o.assign(on_time=np.where(np.isnan(late), np.nan, (late <= 0).astype(float)),
+                 state=_sorted_keys(o["gs"]), region=_sorted_keys(o["gr"]))
     delivered = o[o["days"].notna()]
 
     stats = [pd.DataFrame([{"level": "all", **dlv.order_stats(delivered)}])]
