@@ -200,20 +200,24 @@ def combine_scores(features: pd.DataFrame, supervised: pd.Series | None,
     prob = (probabilistic.reindex(index) if probabilistic is not None
             else pd.DataFrame(np.nan, index=index, columns=["p_alive", "expected_purchases",
                                                             "expected_spend", "clv", "churn_prob"]))
-    sup = supervised.reindex(index) if supervised is not None else pd.Series(np.nan, index=index)
-    churn = sup.where(sup.notna(), prob["churn_prob"])
-    source = np.where(sup.notna(), "supervised", np.where(prob["churn_prob"].notna(), "bgnbd", None))
-    future = prob["clv"].where(prob["clv"].notna(),
-                               pd.Series(historical_value(features["revenue"], features["tenure_days"],
-                                                          horizon_days), index=index))
+    sup = (supervised.reindex(index).to_numpy(dtype=float) if supervised is not None
+           else np.full(len(index), np.nan))
+    # on arrays, both aligned to `index` already (Series.where aligned a million ids again)
+    column = {name: prob[name].to_numpy(dtype=float) for name in prob.columns}
+    supervised_known = ~np.isnan(sup)
+    churn = np.where(supervised_known, sup, column["churn_prob"])
+    source = np.where(supervised_known, "supervised", np.where(np.isnan(column["churn_prob"]), None, "bgnbd"))
+    clv = column["clv"]
+    future = np.where(np.isnan(clv), historical_value(features["revenue"], features["tenure_days"], horizon_days),
+                      clv)
     out = pd.DataFrame({
-        "churn_prob": churn.astype(float),
+        "churn_prob": churn,
         "churn_source": source.astype(object),
-        "p_alive": prob["p_alive"].astype(float),
-        "expected_purchases": prob["expected_purchases"].astype(float),
-        "expected_spend": prob["expected_spend"].astype(float),
-        "clv": prob["clv"].astype(float),
-        "value_at_risk": (churn * future).astype(float),
+        "p_alive": column["p_alive"],
+        "expected_purchases": column["expected_purchases"],
+        "expected_spend": column["expected_spend"],
+        "clv": clv,
+        "value_at_risk": churn * future,
         "risk_band": risk_band(churn, risk_high, risk_medium),
     }, index=index)
     out.index.name = "customer_id"
