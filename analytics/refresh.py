@@ -403,7 +403,7 @@ class _Writes:
         path = staged.path() if staged is not None else None
         if path is None:
             return writer.insert(table, frame)
-        return writer.insert_staged(table, path, list(frame.columns), as_made=staged.table == table.name)
+        return writer.insert_staged(table, path, list(frame.columns), as_made=self.copies_indexes(table))
 
     def __enter__(self) -> _Writes:
         return self
@@ -438,7 +438,7 @@ def _write(engine: Engine, as_of: AsOf, feature_rows: pd.DataFrame, scores: pd.D
                 # the scores last: their rows are staged (and indexed) while the others are copied
                 for table, rows in ((schema.customer_features, feature_rows), (S, snapshot),
                                     (schema.customer_scores, score_rows)):
-                    if table is not S and not writes.copies_indexes(table):
+                    if not writes.copies_indexes(table):
                         # (SQLite) their secondary indexes built after the rows, not row by row
                         # at random places: at 100,000 customers the scores' insert took 1.5 s
                         # with them and 0.35 s without, plus 0.5 s to build them
